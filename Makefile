@@ -1,0 +1,48 @@
+# Every target uses the project's virtualenv in .venv/ (made on first use).
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+export LEPTON_CACHE_DIR ?= $(CURDIR)/.cache
+
+.PHONY: venv crds lint typecheck test unit e2e cluster-build cluster-up cluster-down operator demo verify bench clean
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[trainer,dev]'
+	touch $@
+
+crds: venv ## regenerate crds/ and the chart's copies from the pydantic models
+	$(PY) -m lepton_operator.crdgen --write
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy operator/lepton_operator cluster/lepton_cluster trainer_image/lepton_trainer
+
+cluster-build: ## build (or reuse) the control-plane binaries
+	cluster/build.sh
+
+cluster-up: venv ## start etcd, apiserver, scheduler, controller-manager and kwok GPU nodes
+	@$(PY) -m lepton_cluster up
+
+cluster-down: venv
+	@$(PY) -m lepton_cluster down
+
+operator: venv ## run the operator against $$KUBECONFIG in the foreground
+	$(PY) -m lepton_operator
+
+unit: venv
+	$(PY) -m pytest tests/unit
+
+e2e: venv
+	$(PY) -m pytest tests/e2e
+
+test: venv ## the whole suite: unit tests, then e2e tests on the local control plane
+	$(PY) -m pytest
+
+verify: lint test
+
+clean:
+	rm -rf .venv build *.egg-info

@@ -1,0 +1,1 @@
+"""Lepton trainer: elastic PyTorch training, checkpoints, progress reporting and serving."""
