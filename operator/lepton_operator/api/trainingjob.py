@@ -1,0 +1,353 @@
+"""TrainingJob: the spec a user writes and the status the operator reports."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from lepton_trainer import contract
+from pydantic import Field
+
+from ..constants import CONTROLLER_NAME
+from .base import (
+    DNS_LABEL,
+    LABEL_VALUE,
+    QUANTITY,
+    Condition,
+    KubeModel,
+    cel,
+    immutable,
+    validations,
+)
+
+MAX_REPLICAS = 1024
+MAX_NAME_LENGTH = 48  # leaves room for "-<epoch>-<rank>" within a 63-character hostname
+
+_RESERVED_NAMES = ", ".join(f"'{n}'" for n in sorted(contract.RESERVED_NAMES))
+_RESERVED_PREFIX_RULE = " || ".join(f"e.name.startsWith('{p}')" for p in contract.RESERVED_PREFIXES)
+
+
+class KeyRef(KubeModel):
+    """A key of a Secret or ConfigMap."""
+
+    name: str = Field(description="Name of the Secret or ConfigMap.", min_length=1, max_length=253)
+    key: str = Field(description="Key inside it.", min_length=1, max_length=253)
+    optional: bool | None = Field(default=None, description="Whether the key may be missing.")
+
+
+class FieldRef(KubeModel):
+    """A field of the pod (downward API)."""
+
+    field_path: str = Field(description="e.g. status.podIP or metadata.name.", min_length=1, max_length=256)
+
+
+class EnvVarSource(KubeModel):
+    """Where an env var's value comes from."""
+
+    secret_key_ref: KeyRef | None = Field(default=None, description="A key of a Secret.")
+    config_map_key_ref: KeyRef | None = Field(default=None, description="A key of a ConfigMap.")
+    field_ref: FieldRef | None = Field(default=None, description="A field of the pod.")
+
+
+class EnvVar(KubeModel):
+    """An environment variable for the trainer container."""
+
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": validations(
+            cel(
+                "has(self.value) != has(self.valueFrom)",
+                "spec.env: set exactly one of value and valueFrom",
+            )
+        )
+    }
+
+    name: str = Field(
+        description="Variable name (C identifier).",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+    )
+    value: str | None = Field(default=None, description="Literal value.", max_length=32768)
+    value_from: EnvVarSource | None = Field(default=None, description="Value from a Secret, ConfigMap or pod field.")
+
+
+class Toleration(KubeModel):
+    """A pod toleration."""
+
+    key: str | None = Field(default=None, description="Taint key; empty matches all keys.", max_length=316)
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal.")
+    value: str | None = Field(default=None, description="Taint value for Equal.", max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated.", ge=0, le=2**31
+    )
+
+
+class CheckpointVolume(KubeModel):
+    """Where checkpoints are kept: a PersistentVolumeClaim (durable), a host path, or an emptyDir."""
+
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": validations(
+            cel(
+                "[has(self.persistentVolumeClaim), has(self.hostPath), has(self.emptyDir)].filter(x, x).size() == 1",
+                "spec.checkpoint.volume: set exactly one of persistentVolumeClaim, hostPath, emptyDir",
+            )
+        )
+    }
+
+    persistent_volume_claim: str | None = Field(
+        default=None,
+        description="Name of a PVC shared by all workers (ReadWriteMany).",
+        max_length=253,
+        pattern=DNS_LABEL,
+    )
+    host_path: str | None = Field(
+        default=None,
+        description="A folder on the node (single-node or dev use).",
+        max_length=1024,
+        pattern=r"^/",
+    )
+    empty_dir: bool | None = Field(
+        default=None, description="A scratch folder that dies with the pod (no resume across epochs)."
+    )
+
+
+class Checkpoint(KubeModel):
+    """Checkpoint storage mounted into every worker."""
+
+    volume: CheckpointVolume = Field(description="The volume holding checkpoints.")
+    path: str = Field(
+        default="/checkpoints",
+        description="Mount path; exported as LEPTON_CHECKPOINT_DIR.",
+        max_length=1024,
+        pattern=r"^/",
+    )
+
+
+class FailurePolicy(KubeModel):
+    """How failures are handled."""
+
+    max_restarts: int = Field(
+        default=3,
+        description="Restart epochs allowed before the job fails (BackoffLimitExceeded).",
+        ge=0,
+        le=1000,
+    )
+
+
+class Resources(KubeModel):
+    """CPU and memory for each worker (requests = limits)."""
+
+    cpu: str | None = Field(
+        default=None, description="CPU per worker, e.g. 8 or 500m.", max_length=32, pattern=QUANTITY
+    )
+    memory: str | None = Field(
+        default=None, description="Memory per worker, e.g. 64Gi.", max_length=32, pattern=QUANTITY
+    )
+
+
+class TrainingJobSpec(KubeModel):
+    """What to run and on what."""
+
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": validations(
+            cel(
+                "!has(self.minReplicas) || self.minReplicas <= self.replicas",
+                "spec.minReplicas must be <= spec.replicas",
+                field_path=".minReplicas",
+            ),
+            cel(
+                "!has(self.maxReplicas) || self.replicas <= self.maxReplicas",
+                "spec.replicas must be <= spec.maxReplicas",
+                field_path=".replicas",
+            ),
+            cel(
+                "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+                "spec.minReplicas must be <= spec.maxReplicas",
+                field_path=".minReplicas",
+            ),
+            cel(
+                "self.gpusPerReplica > 0 || !has(self.gpuType)",
+                "spec.gpuType needs spec.gpusPerReplica > 0",
+                field_path=".gpuType",
+            ),
+            cel("self.image == oldSelf.image", "spec.image is immutable", field_path=".image"),
+            cel(
+                "self.gpusPerReplica == oldSelf.gpusPerReplica",
+                "spec.gpusPerReplica is immutable",
+                field_path=".gpusPerReplica",
+            ),
+            immutable("gpuType"),
+            immutable("nprocPerNode"),
+            immutable("checkpoint"),
+            immutable("command"),
+            immutable("args"),
+            immutable("managedBy"),
+        )
+    }
+
+    image: str = Field(description="Trainer container image.", min_length=1, max_length=512)
+    command: list[str] | None = Field(
+        default=None,
+        description="Entrypoint override; the image's (torchrun) when empty.",
+        max_length=64,
+        json_schema_extra={"items": {"maxLength": 4096}},
+    )
+    args: list[str] | None = Field(
+        default=None,
+        description="Arguments, e.g. ['-m', 'lepton_trainer.train'].",
+        max_length=256,
+        json_schema_extra={"items": {"maxLength": 4096}},
+    )
+    env: list[EnvVar] | None = Field(
+        default=None,
+        description="Extra environment. Names of the trainer's contract are reserved.",
+        max_length=128,
+        json_schema_extra=validations(
+            cel(
+                f"self.all(e, !(e.name in [{_RESERVED_NAMES}]) && !({_RESERVED_PREFIX_RULE}))",
+                "spec.env: names "
+                + ", ".join(sorted(contract.RESERVED_NAMES))
+                + " and the prefixes "
+                + ", ".join(contract.RESERVED_PREFIXES)
+                + " are reserved for the trainer's environment contract",
+            )
+        )
+        | {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    replicas: int = Field(
+        default=1, description="Workers (pods) wanted; the world size in nodes.", ge=1, le=MAX_REPLICAS
+    )
+    min_replicas: int | None = Field(
+        default=None,
+        description="Fewest workers the job may shrink to (elastic); defaults to replicas.",
+        ge=1,
+        le=MAX_REPLICAS,
+    )
+    max_replicas: int | None = Field(
+        default=None,
+        description="Most workers the job may grow to (elastic); defaults to replicas.",
+        ge=1,
+        le=MAX_REPLICAS,
+    )
+    gpus_per_replica: int = Field(default=1, description="nvidia.com/gpu per worker; 0 for CPU-only.", ge=0, le=16)
+    gpu_type: str | None = Field(
+        default=None,
+        description="GPU product (node label nvidia.com/gpu.product), e.g. NVIDIA-H100-80GB-HBM3.",
+        max_length=63,
+        pattern=LABEL_VALUE,
+    )
+    resources: Resources | None = Field(default=None, description="CPU and memory per worker.")
+    nproc_per_node: int | None = Field(
+        default=None, description="Processes per worker; defaults to gpusPerReplica (1 on CPU).", ge=1, le=64
+    )
+    checkpoint: Checkpoint | None = Field(default=None, description="Checkpoint volume shared across epochs.")
+    failure_policy: FailurePolicy = Field(default_factory=FailurePolicy, description="Failure handling.")
+    suspend: bool = Field(default=False, description="Delete the pods but keep the job and its status.")
+    managed_by: str | None = Field(
+        default=None,
+        description=f"Controller that owns this job; empty or {CONTROLLER_NAME} means this operator (Kueue's "
+        "MultiKueue sets its own).",
+        max_length=63,
+        pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, description="Fail the job after this long since it started.", ge=1, le=2**31
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, description="Delete the job this long after it finished.", ge=0, le=2**31
+    )
+    node_selector: dict[str, str] | None = Field(
+        default=None,
+        description="Node labels a worker's node must have.",
+        max_length=64,
+        json_schema_extra={"additionalProperties": {"type": "string", "maxLength": 63}},
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None, description="Extra tolerations (the GPU taint is tolerated already).", max_length=32
+    )
+    priority_class_name: str | None = Field(
+        default=None, description="PriorityClass of the worker pods.", max_length=253, pattern=DNS_LABEL
+    )
+    scheduler_name: str | None = Field(
+        default=None,
+        description="Scheduler of the worker pods (e.g. a gang scheduler).",
+        max_length=253,
+        pattern=DNS_LABEL,
+    )
+
+    @property
+    def min_size(self) -> int:
+        return self.min_replicas or min(self.replicas, self.max_replicas or self.replicas)
+
+    @property
+    def max_size(self) -> int:
+        return self.max_replicas or max(self.replicas, self.min_replicas or self.replicas)
+
+    @property
+    def procs_per_node(self) -> int:
+        return self.nproc_per_node or max(self.gpus_per_replica, 1)
+
+    def managed_here(self) -> bool:
+        return self.managed_by in (None, CONTROLLER_NAME)
+
+
+class TrainingJobStatus(KubeModel):
+    """What the operator observed; read with kubectl get/describe."""
+
+    phase: Literal["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"] | None = Field(
+        default=None, description="Summary derived from the conditions."
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="Latest observations (metav1.Condition).",
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    observed_generation: int | None = Field(default=None, description="Spec generation last acted on.", ge=0, le=2**62)
+    replicas: int | None = Field(
+        default=None, description="World size (pods) of the current epoch.", ge=0, le=MAX_REPLICAS
+    )
+    ready_replicas: int | None = Field(
+        default=None, description="Pods of the current epoch running.", ge=0, le=MAX_REPLICAS
+    )
+    ready: str | None = Field(default=None, description="ready/desired, for kubectl get.", max_length=16)
+    selector: str | None = Field(
+        default=None, description="Label selector of the pods (scale subresource).", max_length=256
+    )
+    restarts: int | None = Field(default=None, description="Restart epochs so far.", ge=0, le=2**31)
+    restart_epoch: int | None = Field(default=None, description="Epoch whose pods run now.", ge=0, le=2**31)
+    start_time: str | None = Field(default=None, description="When the job first ran (RFC 3339).", max_length=64)
+    completion_time: str | None = Field(default=None, description="When the job finished (RFC 3339).", max_length=64)
+    message: str | None = Field(default=None, description="Why the job is in its phase.", max_length=4096)
+
+
+class TrainingJob(KubeModel):
+    """A distributed training job: N GPU workers under torchrun-style elastic rendezvous."""
+
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": validations(
+            cel(
+                f"self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && "
+                f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+                f"metadata.name must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
+                "(it names the Service and the worker hostnames)",
+            )
+        )
+    }
+
+    api_version: str = Field(default="", description="lepton.ai/v1alpha1", max_length=64)
+    kind: str = Field(default="", description="TrainingJob", max_length=64)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: TrainingJobSpec = Field(description="What to run.")
+    status: TrainingJobStatus = Field(default_factory=TrainingJobStatus, description="What the operator observed.")
+
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Ready", "type": "string", "jsonPath": ".status.ready", "description": "ready/desired workers"},
+    {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+]

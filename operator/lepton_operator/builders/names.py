@@ -1,0 +1,36 @@
+"""Deterministic names and labels of a job's children."""
+
+from __future__ import annotations
+
+from ..constants import (
+    LABEL_COMPONENT,
+    LABEL_EPOCH,
+    LABEL_JOB,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_REPLICA,
+    MANAGER,
+)
+
+
+def pod_name(job: str, epoch: int, rank: int) -> str:
+    """`<job>-<epoch>-<rank>`: stable across operator restarts, so creates are idempotent."""
+    return f"{job}-{epoch}-{rank}"
+
+
+def service_name(job: str) -> str:
+    """The headless Service giving every worker a DNS name for rendezvous."""
+    return job
+
+
+def job_labels(job: str) -> dict[str, str]:
+    return {LABEL_JOB: job, LABEL_MANAGED_BY: MANAGER, LABEL_NAME: "trainingjob"}
+
+
+def pod_labels(job: str, epoch: int, rank: int) -> dict[str, str]:
+    return {**job_labels(job), LABEL_COMPONENT: "worker", LABEL_EPOCH: str(epoch), LABEL_REPLICA: str(rank)}
+
+
+def selector(job: str) -> str:
+    """Label selector of a job's pods, as the scale subresource reports it."""
+    return f"{LABEL_JOB}={job},{LABEL_MANAGED_BY}={MANAGER}"

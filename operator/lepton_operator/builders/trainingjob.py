@@ -1,0 +1,173 @@
+"""Render a TrainingJob's headless Service and worker pods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lepton_trainer import contract
+
+from ..api.trainingjob import TrainingJob
+from ..constants import API_VERSION, GPU_PRODUCT_LABEL, GPU_RESOURCE, TRAININGJOB_KIND
+from .names import job_labels, pod_labels, pod_name, service_name
+
+CONTAINER = "trainer"
+CHECKPOINT_VOLUME = "checkpoints"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+# Rendezvous tuned for fast failure detection (see shared/notes/baselines.md): 3 missed 1 s heartbeats.
+RDZV_CONF = "join_timeout=600,last_call_timeout=2,heartbeat_timeout=3"
+
+
+def owner_reference(job: TrainingJob) -> dict[str, Any]:
+    meta = job.metadata
+    return {
+        "apiVersion": API_VERSION,
+        "kind": TRAININGJOB_KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def headless_service(job: TrainingJob) -> dict[str, Any]:
+    """DNS for `<pod>.<job>.<ns>.svc`, published before pods are ready so rendezvous can start."""
+    name = job.metadata["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(name),
+            "namespace": job.metadata["namespace"],
+            "labels": job_labels(name),
+            "ownerReferences": [owner_reference(job)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": job_labels(name),
+            "ports": [{"name": "rendezvous", "port": contract.RDZV_PORT, "targetPort": contract.RDZV_PORT}],
+        },
+    }
+
+
+def rendezvous_endpoint(job: TrainingJob, epoch: int) -> str:
+    """Rank 0 of the epoch hosts the c10d store; a new epoch gets a new host, so no single point of failure."""
+    name = job.metadata["name"]
+    return f"{pod_name(name, epoch, 0)}.{service_name(name)}.{job.metadata['namespace']}.svc:{contract.RDZV_PORT}"
+
+
+def contract_env(job: TrainingJob, epoch: int, rank: int, world_size: int) -> dict[str, str]:
+    """The environment contract of lepton_trainer.contract, for one worker."""
+    spec, meta = job.spec, job.metadata
+    env = {
+        contract.NNODES: f"{world_size}:{world_size}",
+        contract.NPROC_PER_NODE: str(spec.procs_per_node),
+        contract.RDZV_BACKEND: "c10d",
+        contract.RDZV_ENDPOINT: rendezvous_endpoint(job, epoch),
+        contract.RDZV_ID: f"{meta['uid']}-{epoch}",
+        contract.RDZV_CONF: RDZV_CONF,
+        contract.MAX_RESTARTS: "0",
+        contract.MONITOR_INTERVAL: "0.5",
+        contract.JOB_NAME: meta["name"],
+        contract.JOB_ID: meta["uid"],
+        contract.NAMESPACE: meta["namespace"],
+        contract.REPLICA_INDEX: str(rank),
+        contract.REPLICAS: str(world_size),
+        contract.RESTART_EPOCH: str(epoch),
+        contract.CHECKPOINT_DIR: spec.checkpoint.path if spec.checkpoint else "/tmp/checkpoints",
+        contract.PROGRESS_FILE: "/tmp/lepton-progress.json",
+    }
+    assert set(env) == contract.INJECTED, "builder and contract disagree"
+    return env
+
+
+def _resources(job: TrainingJob) -> dict[str, Any]:
+    spec = job.spec
+    amounts: dict[str, str] = {}
+    if spec.resources and spec.resources.cpu:
+        amounts["cpu"] = spec.resources.cpu
+    if spec.resources and spec.resources.memory:
+        amounts["memory"] = spec.resources.memory
+    if spec.gpus_per_replica:
+        amounts[GPU_RESOURCE] = str(spec.gpus_per_replica)
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def _checkpoint_volume(job: TrainingJob) -> dict[str, Any] | None:
+    ckpt = job.spec.checkpoint
+    if ckpt is None:
+        return None
+    vol = ckpt.volume
+    if vol.persistent_volume_claim:
+        source: dict[str, Any] = {"persistentVolumeClaim": {"claimName": vol.persistent_volume_claim}}
+    elif vol.host_path:
+        source = {"hostPath": {"path": vol.host_path, "type": "DirectoryOrCreate"}}
+    else:
+        source = {"emptyDir": {}}
+    return {"name": CHECKPOINT_VOLUME, **source}
+
+
+def worker_pod(job: TrainingJob, epoch: int, rank: int, world_size: int) -> dict[str, Any]:
+    """One worker of one epoch. restartPolicy Never: the operator, not the kubelet, decides restarts."""
+    spec, meta = job.spec, job.metadata
+    name = pod_name(meta["name"], epoch, rank)
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in contract_env(job, epoch, rank, world_size).items()]
+    env += [e.to_wire() for e in spec.env or []]
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image,
+        "env": env,
+        "ports": [
+            {"name": "rendezvous", "containerPort": contract.RDZV_PORT},
+            {"name": "progress", "containerPort": contract.PROGRESS_PORT},
+        ],
+        "terminationMessagePath": contract.TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if spec.command:
+        container["command"] = list(spec.command)
+    if spec.args:
+        container["args"] = list(spec.args)
+    if resources := _resources(job):
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "hostname": name,
+        "subdomain": service_name(meta["name"]),
+        "containers": [container],
+        "tolerations": ([GPU_TOLERATION] if spec.gpus_per_replica else [])
+        + [t.to_wire() for t in spec.tolerations or []],
+        "terminationGracePeriodSeconds": 30,
+        "enableServiceLinks": False,
+    }
+    if spec.gpu_type:
+        pod_spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [spec.gpu_type]}]}
+                    ]
+                }
+            }
+        }
+    if volume := _checkpoint_volume(job):
+        pod_spec["volumes"] = [volume]
+        container["volumeMounts"] = [{"name": CHECKPOINT_VOLUME, "mountPath": spec.checkpoint.path}]  # type: ignore[union-attr]
+    for key, value in (
+        ("nodeSelector", spec.node_selector),
+        ("priorityClassName", spec.priority_class_name),
+        ("schedulerName", spec.scheduler_name),
+    ):
+        if value:
+            pod_spec[key] = value
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": pod_labels(meta["name"], epoch, rank),
+            "ownerReferences": [owner_reference(job)],
+        },
+        "spec": pod_spec,
+    }

@@ -1,0 +1,37 @@
+"""Names shared across the operator: API group, labels, annotations, condition types."""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "lepton.ai"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+TRAININGJOB_KIND: Final = "TrainingJob"
+TRAININGJOB_PLURAL: Final = "trainingjobs"
+
+CONTROLLER_NAME: Final = "lepton.ai/trainingjob-controller"  # the default spec.managedBy
+MANAGER: Final = "lepton-operator"  # field manager and app.kubernetes.io/managed-by value
+
+# Labels on every child.
+LABEL_JOB: Final = "lepton.ai/job-name"
+LABEL_REPLICA: Final = "lepton.ai/replica-index"
+LABEL_EPOCH: Final = "lepton.ai/restart-epoch"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+
+# Well-known node labels and taints.
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"
+CAPACITY_TYPE_LABEL: Final = "lepton.ai/capacity-type"
+
+# Condition types on a TrainingJob.
+COND_SUSPENDED: Final = "Suspended"
+COND_SCHEDULED: Final = "PodsScheduled"
+COND_RUNNING: Final = "Running"
+COND_RESTARTING: Final = "Restarting"
+COND_SUCCEEDED: Final = "Succeeded"
+COND_FAILED: Final = "Failed"
+COND_INVALID: Final = "InvalidSpec"

@@ -1,0 +1,3 @@
+"""Thin kopf wiring: observe -> plan -> apply. Importing this package registers the handlers."""
+
+from . import trainingjob  # noqa: F401

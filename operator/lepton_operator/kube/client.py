@@ -1,0 +1,131 @@
+"""A small async JSON client for the few calls the operator makes (dicts in, dicts out).
+
+Credentials come from the kubernetes client's config loader (kubeconfig or in-cluster); requests go
+through aiohttp, which kopf already uses, without the generated client's model (de)serialisation.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from ..constants import MANAGER
+
+
+class ApiError(Exception):
+    """An API call failed with a status other than the expected ones."""
+
+    def __init__(self, status: int, method: str, path: str, body: str) -> None:
+        super().__init__(f"{method} {path}: HTTP {status}: {body[:500]}")
+        self.status = status
+
+
+def load_configuration() -> k8s.Configuration:
+    """In-cluster credentials when running in a pod, the current kubeconfig otherwise."""
+    cfg = k8s.Configuration()
+    try:
+        k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    return cfg
+
+
+def object_path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    """REST path of a collection or object."""
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    if namespace:
+        base += f"/namespaces/{quote(namespace)}"
+    base += f"/{plural}"
+    return f"{base}/{quote(name)}" if name else base
+
+
+class Kube:
+    """Async API client. One aiohttp session, created lazily inside the running loop."""
+
+    def __init__(self, cfg: k8s.Configuration | None = None, *, connections: int = 64) -> None:
+        self.cfg = cfg or load_configuration()
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if not self.cfg.verify_ssl:
+            return False
+        ctx = ssl.create_default_context(cafile=self.cfg.ssl_ca_cert)
+        if self.cfg.cert_file:
+            ctx.load_cert_chain(self.cfg.cert_file, self.cfg.key_file)
+        return ctx
+
+    def _headers(self) -> dict[str, str]:
+        token = self.cfg.get_api_key_with_prefix("authorization")  # refreshes in-cluster tokens
+        return {"Authorization": token} if token else {}
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            conn = aiohttp.TCPConnector(ssl=self._ssl(), limit=self._connections)
+            self._session = aiohttp.ClientSession(
+                base_url=self.cfg.host, connector=conn, timeout=aiohttp.ClientTimeout(total=30)
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (),
+    ) -> tuple[int, dict[str, Any]]:
+        """Send one request; statuses in `ok` (besides 2xx) are returned instead of raised."""
+        session = await self.session()
+        headers = {**self._headers(), "Content-Type": content_type, "Accept": "application/json"}
+        async with session.request(method, path, json=json, headers=headers, params=params) as resp:
+            if resp.status < 300 or resp.status in ok:
+                body = await resp.json(content_type=None) if resp.content_length != 0 else {}
+                return resp.status, body or {}
+            raise ApiError(resp.status, method, path, await resp.text())
+
+    async def create(self, obj: dict[str, Any]) -> bool:
+        """Create an object; False when it exists already (idempotent)."""
+        meta = obj["metadata"]
+        plural = obj["kind"].lower() + "s"
+        path = object_path(obj["apiVersion"], plural, meta.get("namespace"))
+        status, _ = await self.request("POST", path, json=obj, params={"fieldManager": MANAGER}, ok=(409,))
+        return status != 409
+
+    async def delete(self, api_version: str, plural: str, namespace: str, name: str, **opts: Any) -> bool:
+        """Delete an object; False when it is gone already."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", **opts}
+        status, _ = await self.request(
+            "DELETE", object_path(api_version, plural, namespace, name), json=body, ok=(404,)
+        )
+        return status != 404
+
+    async def patch_status(
+        self, api_version: str, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Replace .status with a merge patch; the updated object, or None when the object is gone."""
+        path = object_path(api_version, plural, namespace, name) + "/status"
+        code, body = await self.request(
+            "PATCH",
+            path,
+            json={"status": status},
+            content_type="application/merge-patch+json",
+            params={"fieldManager": MANAGER},
+            ok=(404,),
+        )
+        return None if code == 404 else body
+
+    async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        code, body = await self.request("GET", object_path(api_version, plural, namespace, name), ok=(404,))
+        return None if code == 404 else body

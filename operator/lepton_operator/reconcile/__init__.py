@@ -1,0 +1,1 @@
+"""Pure decisions: (job, observed children, now) -> Plan. No I/O, no kopf, no client."""

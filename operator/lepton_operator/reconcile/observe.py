@@ -1,0 +1,69 @@
+"""A slim, typed view of a worker pod: only what decisions need (small in memory at 10k pods)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..constants import LABEL_EPOCH, LABEL_REPLICA
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    name: str
+    epoch: int
+    rank: int
+    phase: str  # Pending, Running, Succeeded, Failed, Unknown
+    node: str | None = None
+    ready: bool = False
+    deleting: bool = False
+    unschedulable: str | None = None  # the scheduler's message while the pod cannot be placed
+    disrupted: str | None = None  # reason of a DisruptionTarget condition (eviction, preemption)
+    exit_code: int | None = None
+    reason: str | None = None  # container termination reason (OOMKilled, Error, ...) or pod reason (Evicted)
+    message: str | None = None  # termination message or pod message
+    started_at: str | None = None
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            return dict(term)
+    return {}
+
+
+def pod_view(pod: dict[str, Any]) -> PodView:
+    """Summarise a raw Pod dict."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    scheduled = conditions.get("PodScheduled") or {}
+    ready = conditions.get("Ready") or {}
+    disruption = conditions.get("DisruptionTarget") or {}
+    term = _terminated(pod)
+    running: dict[str, Any] = next(
+        (
+            cs["state"]["running"]
+            for cs in status.get("containerStatuses") or []
+            if (cs.get("state") or {}).get("running")
+        ),
+        {},
+    )
+    return PodView(
+        name=meta.get("name", ""),
+        epoch=int(labels.get(LABEL_EPOCH, -1)),
+        rank=int(labels.get(LABEL_REPLICA, -1)),
+        phase=status.get("phase") or "Pending",
+        node=(pod.get("spec") or {}).get("nodeName"),
+        ready=ready.get("status") == "True",
+        deleting=bool(meta.get("deletionTimestamp")),
+        unschedulable=(scheduled.get("message") or "unschedulable")
+        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+        else None,
+        disrupted=(disruption.get("reason") or "DisruptionTarget") if disruption.get("status") == "True" else None,
+        exit_code=term.get("exitCode"),
+        reason=term.get("reason") or status.get("reason"),
+        message=term.get("message") or status.get("message"),
+        started_at=running.get("startedAt") or term.get("startedAt"),
+    )

@@ -1,0 +1,43 @@
+"""kopf settings and the operator's long-lived objects, made once at start-up."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from .config import OperatorConfig
+from .constants import GROUP, LABEL_MANAGED_BY, MANAGER
+from .handlers.trainingjob import TrainingJobController
+from .kube.client import Kube
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    config = OperatorConfig()
+    # Our own finalizer/annotation prefix (we add no finalizers: children are garbage-collected by ownerReferences).
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled")
+    # One replica (Deployment strategy Recreate): no peering objects, no extra RBAC.
+    settings.peering.standalone = True
+    # Only our children are watched and held in memory, filtered by the API server.
+    for resource in ("pods", "services"):
+        settings.watching.label_selectors[resource] = f"{LABEL_MANAGED_BY}={MANAGER}"
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    # We post our own Events for transitions; kopf's per-handler log events would double API traffic.
+    settings.posting.enabled = False
+    memo.config = config
+    memo.kube = Kube(connections=config.api_connections)
+    memo.trainingjobs = TrainingJobController(memo.kube, backoff_max=config.requeue_backoff_max)
+    logger.info("lepton-operator configured: namespaces=%s", config.namespaces or "all")
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    await memo.trainingjobs.coalescer.close()
+    await memo.kube.close()

@@ -1,0 +1,79 @@
+"""Pod and Service rendering."""
+
+from __future__ import annotations
+
+from lepton_operator.builders.names import pod_name
+from lepton_operator.builders.trainingjob import contract_env, headless_service, worker_pod
+from lepton_operator.constants import GPU_PRODUCT_LABEL, LABEL_EPOCH, LABEL_JOB, LABEL_REPLICA
+from lepton_trainer import contract
+
+from .jobs import make_job
+
+
+def env_of(pod: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+
+
+def test_pod_name_is_deterministic() -> None:
+    assert pod_name("mnist", 3, 7) == "mnist-3-7"
+
+
+def test_worker_pod_has_gpus_toleration_affinity_and_owner() -> None:
+    job = make_job(gpuType="NVIDIA-H100-80GB-HBM3", resources={"cpu": "8", "memory": "64Gi"})
+    pod = worker_pod(job, epoch=2, rank=1, world_size=2)
+    meta, spec = pod["metadata"], pod["spec"]
+    assert meta["name"] == "mnist-2-1"
+    assert meta["labels"][LABEL_JOB] == "mnist"
+    assert meta["labels"][LABEL_EPOCH] == "2" and meta["labels"][LABEL_REPLICA] == "1"
+    owner = meta["ownerReferences"][0]
+    assert owner["kind"] == "TrainingJob" and owner["uid"] == "uid-1" and owner["controller"] is True
+    limits = spec["containers"][0]["resources"]["limits"]
+    assert limits == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "4"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert term["matchExpressions"] == [
+        {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]}
+    ]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["hostname"] == "mnist-2-1" and spec["subdomain"] == "mnist"
+
+
+def test_cpu_only_pod_has_no_gpu_toleration_or_limit() -> None:
+    pod = worker_pod(make_job(gpusPerReplica=0), 0, 0, 1)
+    assert "resources" not in pod["spec"]["containers"][0]
+    assert pod["spec"]["tolerations"] == []
+
+
+def test_env_contract_matches_the_trainer() -> None:
+    job = make_job(env=[{"name": "LR", "value": "0.1"}])
+    env = env_of(worker_pod(job, 1, 0, 2))
+    assert set(env) >= contract.INJECTED
+    assert env["LR"] == "0.1"
+    assert env[contract.NNODES] == "2:2"
+    assert env[contract.NPROC_PER_NODE] == "4"
+    assert env[contract.REPLICA_INDEX] == "0" and env[contract.RESTART_EPOCH] == "1"
+    assert env[contract.RDZV_ENDPOINT] == f"mnist-1-0.mnist.ml.svc:{contract.RDZV_PORT}"
+    assert set(contract_env(job, 0, 0, 2)) == contract.INJECTED
+
+
+def test_rendezvous_host_changes_with_the_epoch() -> None:
+    job = make_job()
+    assert (
+        env_of(worker_pod(job, 0, 1, 2))[contract.RDZV_ENDPOINT]
+        != env_of(worker_pod(job, 1, 1, 2))[contract.RDZV_ENDPOINT]
+    )
+
+
+def test_checkpoint_volume_is_mounted() -> None:
+    job = make_job(checkpoint={"volume": {"persistentVolumeClaim": "ckpt"}, "path": "/ckpt"})
+    pod = worker_pod(job, 0, 0, 2)
+    assert pod["spec"]["volumes"] == [{"name": "checkpoints", "persistentVolumeClaim": {"claimName": "ckpt"}}]
+    assert pod["spec"]["containers"][0]["volumeMounts"] == [{"name": "checkpoints", "mountPath": "/ckpt"}]
+    assert env_of(pod)[contract.CHECKPOINT_DIR] == "/ckpt"
+
+
+def test_headless_service_publishes_unready_addresses() -> None:
+    svc = headless_service(make_job())
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"][LABEL_JOB] == "mnist"

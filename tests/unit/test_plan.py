@@ -1,0 +1,177 @@
+"""The TrainingJob decision, table-driven: given these pods -> this plan and status."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from lepton_operator.reconcile.trainingjob import plan, rfc3339
+
+from .jobs import NOW, make_job, pod, running
+
+
+def cond(status: dict, type_: str) -> dict | None:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), None)
+
+
+def names(objs: list[dict]) -> list[str]:
+    return [o["metadata"]["name"] for o in objs]
+
+
+def test_new_job_creates_service_and_pods() -> None:
+    p = plan(make_job(), [], service_exists=False, now=NOW)
+    assert names(p.create) == ["mnist", "mnist-0-0", "mnist-0-1"]
+    assert p.status is not None
+    assert p.status["phase"] == "Pending" and p.status["ready"] == "0/2" and p.status["replicas"] == 2
+    assert p.status["selector"] == "lepton.ai/job-name=mnist,app.kubernetes.io/managed-by=lepton-operator"
+
+
+def test_all_workers_running_makes_the_job_running() -> None:
+    job = make_job()
+    p = plan(job, running(job), True, NOW)
+    assert p.create == [] and p.delete == []
+    assert p.status["phase"] == "Running" and p.status["ready"] == "2/2"
+    assert p.status["startTime"] == rfc3339(NOW)
+    assert cond(p.status, "Running")["status"] == "True"
+    assert [e.reason for e in p.events] == ["AllScheduled", "AllWorkersRunning"]
+
+
+def test_a_second_identical_pass_writes_nothing() -> None:
+    job = make_job()
+    first = plan(job, running(job), True, NOW)
+    again = plan(make_job(status=first.status), running(job), True, NOW + timedelta(seconds=5))
+    assert again.status is None and again.events == [] and again.create == [] and again.delete == []
+
+
+def test_gang_is_not_running_until_every_worker_runs() -> None:
+    job = make_job()
+    p = plan(job, [pod(job, 0, 0), pod(job, 0, 1, "Pending")], True, NOW)
+    assert p.status["phase"] == "Pending" and p.status["ready"] == "1/2"
+
+
+def test_unschedulable_pod_is_reported_with_the_schedulers_message() -> None:
+    job = make_job()
+    msg = "0/8 nodes are available: 8 Insufficient nvidia.com/gpu."
+    pending = pod(
+        job,
+        0,
+        1,
+        "Pending",
+        conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}],
+    )
+    p = plan(job, [pod(job, 0, 0), pending], True, NOW)
+    c = cond(p.status, "PodsScheduled")
+    assert c["status"] == "False" and c["reason"] == "Unschedulable" and msg in c["message"]
+    assert msg in p.status["message"]
+    assert any(e.type == "Warning" and e.reason == "Unschedulable" for e in p.events)
+
+
+def test_all_workers_succeeded_makes_the_job_succeed() -> None:
+    job = make_job()
+    p = plan(job, [pod(job, 0, 0, "Succeeded"), pod(job, 0, 1, "Succeeded")], True, NOW)
+    assert p.status["phase"] == "Succeeded" and p.status["completionTime"] == rfc3339(NOW)
+    assert p.create == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "restarts", "phase", "reason", "spent"),
+    [
+        ({"exit_code": 137}, 0, "Restarting", "WorkerCrashed", 1),
+        ({"exit_code": 137, "reason": "OOMKilled"}, 0, "Restarting", "OOMKilled", 1),
+        ({"exit_code": 1, "message": "ValueError: bad lr"}, 0, "Failed", "WorkerFailed", 0),
+        ({"exit_code": 137}, 3, "Failed", "BackoffLimitExceeded", 3),
+        (
+            {
+                "exit_code": 137,
+                "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}],
+            },
+            3,
+            "Restarting",
+            "Preempted",
+            3,
+        ),
+    ],
+)
+def test_failures_map_to_actions(failure: dict, restarts: int, phase: str, reason: str, spent: int) -> None:
+    job = make_job(status={"restarts": restarts, "restartEpoch": 0, "replicas": 2})
+    p = plan(job, [pod(job, 0, 0), pod(job, 0, 1, "Failed", **failure)], True, NOW)
+    assert p.status["phase"] == phase
+    assert p.status["restarts"] == spent
+    assert any(e.reason == reason for e in p.events)
+    if phase == "Restarting":
+        assert p.status["restartEpoch"] == 1
+        assert sorted(p.delete) == ["mnist-0-0", "mnist-0-1"]
+        assert names(p.create) == ["mnist-1-0", "mnist-1-1"]
+    else:
+        assert p.delete == ["mnist-0-0"]  # the running one; the failed pod stays for its logs
+        assert p.create == []
+
+
+def test_failed_job_message_names_pod_exit_code_and_container_message() -> None:
+    job = make_job()
+    p = plan(
+        job,
+        [pod(job, 0, 0), pod(job, 0, 1, "Failed", exit_code=2, message="bad config", node="gpu-3")],
+        True,
+        NOW,
+    )
+    assert p.status["message"] == "pod mnist-0-1, on node gpu-3, exit code 2: bad config"
+
+
+def test_old_epoch_pods_are_deleted() -> None:
+    job = make_job(status={"restartEpoch": 1, "restarts": 1, "replicas": 2})
+    p = plan(job, [pod(job, 0, 0, "Failed", exit_code=137), *running(job, 1)], True, NOW)
+    assert p.delete == ["mnist-0-0"]
+    assert p.status["phase"] == "Running"
+
+
+def test_suspend_deletes_pods_and_keeps_status() -> None:
+    job = make_job(status={"restarts": 2, "restartEpoch": 2, "replicas": 2}, suspend=True)
+    p = plan(job, running(job, 2), True, NOW)
+    assert sorted(p.delete) == ["mnist-2-0", "mnist-2-1"]
+    assert p.create == []
+    assert p.status["phase"] == "Suspended" and p.status["restarts"] == 2
+
+
+def test_resume_recreates_pods() -> None:
+    suspended = plan(make_job(suspend=True), [], True, NOW).status
+    p = plan(make_job(status=suspended), [], True, NOW)
+    assert names(p.create) == ["mnist-0-0", "mnist-0-1"]
+    assert cond(p.status, "Suspended")["status"] == "False"
+
+
+def test_active_deadline_fails_the_job() -> None:
+    job = make_job(status={"startTime": rfc3339(NOW - timedelta(seconds=61)), "replicas": 2}, activeDeadlineSeconds=60)
+    p = plan(job, running(job), True, NOW)
+    assert p.status["phase"] == "Failed" and cond(p.status, "Failed")["reason"] == "DeadlineExceeded"
+    assert sorted(p.delete) == ["mnist-0-0", "mnist-0-1"]
+
+
+def test_active_deadline_requeues_until_due() -> None:
+    job = make_job(status={"startTime": rfc3339(NOW - timedelta(seconds=20)), "replicas": 2}, activeDeadlineSeconds=60)
+    assert plan(job, running(job), True, NOW).requeue_after == pytest.approx(40)
+
+
+@pytest.mark.parametrize(("age", "deleted", "requeue"), [(5, False, 25), (30, True, None)])
+def test_ttl_after_finished(age: int, deleted: bool, requeue: float | None) -> None:
+    done = {
+        "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded"}],
+        "completionTime": rfc3339(NOW - timedelta(seconds=age)),
+        "phase": "Succeeded",
+    }
+    p = plan(make_job(status=done, ttlSecondsAfterFinished=30), [], True, NOW)
+    assert p.delete_job is deleted
+    assert p.requeue_after == (pytest.approx(requeue) if requeue else None)
+
+
+def test_scale_is_a_new_epoch_that_spends_no_restart() -> None:
+    job = make_job(status={"restartEpoch": 0, "restarts": 0, "replicas": 2}, replicas=3, maxReplicas=4)
+    p = plan(job, running(make_job()), True, NOW)
+    assert names(p.create) == ["mnist-1-0", "mnist-1-1", "mnist-1-2"]
+    assert p.status["restarts"] == 0 and p.status["replicas"] == 3
+    assert p.events[0].reason == "Resized"
+
+
+def test_job_managed_by_another_controller_is_left_alone() -> None:
+    p = plan(make_job(managedBy="kueue.x-k8s.io/multikueue"), [], False, NOW)
+    assert p.create == [] and p.status is None
