@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lepton_trainer import contract
+from lepton_trainer.launch import merge_rdzv_conf
 
 from ..api.trainingjob import TrainingJob
 from ..constants import API_VERSION, GPU_PRODUCT_LABEL, GPU_RESOURCE, TRAININGJOB_KIND
@@ -13,8 +14,9 @@ from .names import job_labels, pod_labels, pod_name, service_name
 CONTAINER = "trainer"
 CHECKPOINT_VOLUME = "checkpoints"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-# Rendezvous tuned for fast failure detection (see shared/notes/baselines.md): 3 missed 1 s heartbeats.
-RDZV_CONF = "join_timeout=600,last_call_timeout=2,heartbeat_timeout=3"
+# The launcher's fast-failure-detection defaults (1 s keep-alive, 3 misses), injected so that a plain
+# torchrun command in the pod gets them too; a slow image pull is covered by the long join timeout.
+RDZV_CONF = merge_rdzv_conf("join_timeout=900")
 
 
 def owner_reference(job: TrainingJob) -> dict[str, Any]:

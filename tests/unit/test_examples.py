@@ -1,0 +1,25 @@
+"""Every example parses with the models and is applied by an e2e test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from lepton_operator.api.resources import RESOURCES
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+MODELS = {r.kind: r.model for r in RESOURCES}
+
+
+def test_there_are_examples() -> None:
+    assert EXAMPLES
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_is_valid_and_applied_by_an_e2e_test(path: Path) -> None:
+    for doc in yaml.safe_load_all(path.read_text()):
+        MODELS[doc["kind"]].model_validate(doc)
+    e2e_sources = "".join(p.read_text() for p in (REPO / "tests" / "e2e").glob("test_*.py"))
+    assert path.name in e2e_sources, f"no e2e test applies examples/{path.name}"
