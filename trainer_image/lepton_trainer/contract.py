@@ -30,6 +30,14 @@ RESTART_EPOCH: Final = "LEPTON_RESTART_EPOCH"
 CHECKPOINT_DIR: Final = "LEPTON_CHECKPOINT_DIR"
 PROGRESS_FILE: Final = "LEPTON_PROGRESS_FILE"  # where the trainer writes its progress JSON
 
+# Optional trainer settings (not injected by the operator; defaults are right in a pod).
+PROGRESS_LISTEN: Final = "LEPTON_PROGRESS_LISTEN"  # "host:port" of GET /progress, "off" disables
+TERMINATION_LOG: Final = "LEPTON_TERMINATION_LOG"  # where the final result goes (default below)
+DATA_CACHE: Final = "LEPTON_DATA_CACHE"  # directory for decoded sample data (fast cold start)
+
+# Set by the launcher: torch's shared rendezvous store made restarted workers dial dead ports.
+DISABLE_SHARED_RDZV_STORE: Final = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+
 # Every variable the operator injects into a worker pod.
 INJECTED: Final[frozenset[str]] = frozenset(
     {

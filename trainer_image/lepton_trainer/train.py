@@ -1,0 +1,78 @@
+"""``python -m lepton_trainer.train``: one worker of an elastic training job (run it under torchrun).
+
+Exit codes: 0 done, 143 stopped by SIGTERM (after a checkpoint), 1 failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from lepton_trainer.config import parse_args
+from lepton_trainer.result import write_termination_message
+from lepton_trainer.runtime import RankEnv
+from lepton_trainer.stop import EXIT_CODE, StopSignal
+
+
+def configure_logging(rank: int) -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    env = RankEnv.from_env()
+    configure_logging(env.rank)
+    cfg = parse_args(argv)
+    stop = StopSignal(cfg.term_grace)
+    stop.install()
+    log = logging.getLogger("lepton_trainer")
+
+    from lepton_trainer.trainer import Stopped, Trainer  # imports torch
+
+    trainer = Trainer(cfg, env, stop)
+    try:
+        trainer.setup()
+        trainer.train()
+        result = trainer.finish()
+    except Stopped:
+        if trainer.reporter is not None:
+            trainer.reporter.finish("Stopped")
+        stop.done.set()
+        log.info("stopped by SIGTERM at step=%d", trainer.run_state.step)
+        logging.shutdown()
+        os._exit(EXIT_CODE)  # don't wait on peers in process-group teardown
+    except BaseException as exc:  # the process boundary: report, then let torchrun see the failure
+        stop.done.set()
+        log.exception("training failed at step=%d", trainer.run_state.step)
+        if trainer.reporter is not None:
+            trainer.reporter.finish("Interrupted", error=str(exc)[:300])
+        if env.local_rank == 0:
+            write_termination_message(
+                {
+                    "state": "Failed",
+                    "step": trainer.run_state.step,
+                    "error": f"{type(exc).__name__}: {exc}"[:1000],
+                },
+                cfg.termination_log,
+            )
+        raise
+    stop.done.set()
+    if env.local_rank == 0:
+        write_termination_message(result, cfg.termination_log)
+    if trainer.reporter is not None:
+        trainer.reporter.finish("Succeeded", result=result)
+    log.info("result %s", result)
+    if env.distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
