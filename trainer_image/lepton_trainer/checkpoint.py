@@ -18,6 +18,8 @@ import io
 import logging
 import re
 import struct
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,13 +81,22 @@ def decode(data: bytes) -> dict[str, Any]:
 
 
 class CheckpointStore:
-    """The checkpoints of one job in one directory."""
+    """The checkpoints of one job in one directory.
+
+    :meth:`save_async` serialises the state at once (a consistent snapshot) and leaves the write,
+    fsync and rename to a background thread, so training continues during the disk I/O; one write
+    is in flight at most. :attr:`durable_step` is the newest step known to be on disk.
+    """
 
     def __init__(self, directory: Path, keep: int = 3) -> None:
         if keep < 1:
             raise ValueError("keep must be >= 1")
         self.directory = directory
         self.keep = keep
+        self.durable_step: int | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future[Path] | None = None
+        self._lock = threading.Lock()
 
     def files(self) -> list[CheckpointFile]:
         """Checkpoint files present, oldest first."""
@@ -100,8 +111,31 @@ class CheckpointStore:
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
         """Write the checkpoint for ``step`` atomically and prune all but the newest ``keep``."""
+        self.flush()
+        return self._write(step, encode(state))
+
+    def save_async(self, step: int, state: dict[str, Any]) -> None:
+        """Snapshot ``state`` now; write it in the background (waits for the previous write)."""
+        payload = encode(state)
+        self.flush()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+        self._pending = self._writer.submit(self._write, step, payload)
+
+    def flush(self) -> None:
+        """Wait for the background write, if any; a failed write is logged, not raised."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending.result()
+            except OSError as exc:
+                log.error("checkpoint write failed: %s", exc)
+
+    def _write(self, step: int, payload: bytes) -> Path:
         path = self.directory / file_name(step)
-        write_atomic(path, encode(state))
+        write_atomic(path, payload)
+        with self._lock:
+            self.durable_step = max(step, self.durable_step or 0)
         self.prune()
         return path
 

@@ -22,6 +22,7 @@ class TrainConfig:
     warmup_steps: int
     seed: int
     device: str
+    grad_sync: str
     checkpoint_dir: Path | None
     checkpoint_every: int
     keep_checkpoints: int
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--grad-sync", choices=["auto", "ddp", "allreduce"], default="auto", help="auto: DDP on GPU, all-reduce on CPU"
+    )
     p.add_argument("--checkpoint-dir", default=e(contract.CHECKPOINT_DIR), help=f"${contract.CHECKPOINT_DIR}")
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints (0: only on stop)")
     p.add_argument("--keep-checkpoints", type=int, default=3)
@@ -98,6 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         warmup_steps=a.warmup_steps,
         seed=a.seed,
         device=a.device,
+        grad_sync=a.grad_sync,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=a.checkpoint_every,
         keep_checkpoints=a.keep_checkpoints,

@@ -134,8 +134,9 @@ class ProgressReporter:
         self._publish()
 
     def checkpointed(self, step: int) -> None:
-        self._doc["lastCheckpointStep"] = step
-        self._publish(force=True)
+        if self._doc.get("lastCheckpointStep") != step:
+            self._doc["lastCheckpointStep"] = step
+            self._publish(force=True)
 
     def finish(self, state: str, **fields: Any) -> None:
         """The run ended (``Succeeded``/``Failed``/``Stopped``); ``fields`` are added to the document."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from lepton_trainer.config import parse_args
@@ -32,9 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop.install()
     log = logging.getLogger("lepton_trainer")
 
+    t0 = time.perf_counter()
     from lepton_trainer.trainer import Stopped, Trainer  # imports torch
 
     trainer = Trainer(cfg, env, stop)
+    trainer.phases["import"] = round(time.perf_counter() - t0, 3)
     try:
         trainer.setup()
         trainer.train()

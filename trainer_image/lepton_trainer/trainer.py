@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from lepton_trainer import contract, data, models, rng, runtime, workloads
+from lepton_trainer import contract, data, gradsync, models, rng, runtime, workloads
 from lepton_trainer.checkpoint import CheckpointStore
 from lepton_trainer.config import TrainConfig
 from lepton_trainer.optim import Adam, Scheduler
@@ -62,15 +62,24 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, env: runtime.RankEnv, stop: StopSignal) -> None:
         self.cfg, self.env, self.stop = cfg, env, stop
         self.run_state = RunState()
+        self.checkpoint_seconds = 0.0  # main-thread time spent on interval checkpoints
+        self.phases: dict[str, float] = {}  # start-up phase -> seconds
         self.reporter: ProgressReporter | None = None
 
     # --- setup -----------------------------------------------------------------------------
+    def _phase(self, name: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.phases[name] = round(now - t0, 3)
+        return now
+
     def setup(self) -> None:
         cfg, env = self.cfg, self.env
+        t = time.perf_counter()
         self.device = torch.device(
             runtime.select_device(cfg.device, env.local_rank, torch.cuda.is_available(), torch.cuda.device_count())
         )
         self.backend = runtime.init_process_group(env, str(self.device), cfg.collective_timeout)
+        t = self._phase("process_group", t)
         runtime.seed_everything(cfg.seed, self.device.type)
         self.workload = workloads.build(
             cfg.workload,
@@ -93,15 +102,15 @@ class Trainer:
             self.optimizer, WarmupCosine(min(cfg.warmup_steps, self.total_steps), self.total_steps)
         )
         self.store = CheckpointStore(cfg.checkpoint_dir, cfg.keep_checkpoints) if cfg.checkpoint_dir else None
+        t = self._phase("data_model", t)
         self.resume()
-        self.ddp: nn.Module = self.model
-        if env.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        t = self._phase("resume", t)
+        strategy = gradsync.select_strategy(cfg.grad_sync, self.device.type, env.world_size)
+        self.sync = gradsync.build(strategy, self.model, self.device, env.world_size)
         if env.local_rank == 0:
             self.reporter = self._make_reporter()
+        self._phase("grad_sync_progress", t)
+        log.info("set up in %s s", self.phases)
 
     def _make_reporter(self) -> ProgressReporter:
         server = None
@@ -148,16 +157,23 @@ class Trainer:
             "rng": rng.capture(),
         }
 
-    def save_checkpoint(self, reason: str) -> None:
+    def save_checkpoint(self, reason: str, *, background: bool = False) -> None:
+        """Rank 0 saves the state after ``run_state.step`` steps (others just note the step)."""
         rs = self.run_state
-        if self.store is None or self.env.rank != 0 or not rs.consistent or rs.last_checkpoint == rs.step:
+        if self.store is None or not rs.consistent or rs.last_checkpoint == rs.step:
+            return
+        rs.last_checkpoint = rs.step
+        if self.env.rank != 0:
             return
         t = time.perf_counter()
-        path = self.store.save(rs.step, self.checkpoint_state())
-        rs.last_checkpoint = rs.step
-        log.info("checkpoint step=%d (%s) %s in %.1f ms", rs.step, reason, path, 1e3 * (time.perf_counter() - t))
-        if self.reporter is not None:
-            self.reporter.checkpointed(rs.step)
+        if background:
+            self.store.save_async(rs.step, self.checkpoint_state())
+        else:
+            self.store.save(rs.step, self.checkpoint_state())
+        blocked = time.perf_counter() - t
+        if background:
+            self.checkpoint_seconds += blocked
+        log.info("checkpoint step=%d (%s) blocked %.1f ms", rs.step, reason, 1e3 * blocked)
 
     def resume(self) -> None:
         """Load the newest valid checkpoint; all ranks end up on the same step."""
@@ -201,14 +217,14 @@ class Trainer:
         cfg, env, rs = self.cfg, self.env, self.run_state
         g = cfg.global_batch_size
         lo, hi = data.rank_slice(g, env.world_size, env.rank)
-        scale = env.world_size / g  # DDP averages over ranks: this makes it a mean over the global batch
+        scale = self.sync.loss_scale(g)  # synced gradients are those of the global-batch mean loss
         order_epoch, order = -1, torch.empty(0, dtype=torch.long)
         window_loss = torch.zeros((), device=self.device)
         window_steps = 0
         start = rs.step
         warm = start + min(10, max((self.total_steps - start) // 10, 1))
         self.measure: tuple[float, int] | None = None
-        self.ddp.train()
+        self.sync.module.train()
         if self.reporter is not None:
             self.reporter.start(start, rs.last_checkpoint)
         self.stop.in_loop.set()
@@ -226,10 +242,11 @@ class Trainer:
             x, y = self.x_train[idx], self.y_train[idx]
             try:
                 with runtime.autocast(self.device.type):
-                    logits = self.ddp(x)
+                    logits = self.sync.module(x)
                 loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
-                self.optimizer.zero_grad()
+                self.sync.zero_grad()
                 torch.autograd.backward(loss_sum * scale)
+                self.sync.after_backward()
                 rs.consistent = False
                 self.optimizer.step()
                 self.scheduler.step()
@@ -242,12 +259,14 @@ class Trainer:
                 if rs.step == warm:
                     self.measure = (time.perf_counter(), rs.step)
                 if cfg.checkpoint_every and rs.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint("interval")
+                    self.save_checkpoint("interval", background=True)
                 if rs.step % cfg.log_every == 0 or rs.step == self.total_steps:
                     mean = self._global_mean_loss(window_loss, window_steps * g)
                     window_loss.zero_()
                     window_steps = 0
                     if self.reporter is not None:
+                        if self.store is not None and self.store.durable_step is not None:
+                            self.reporter.checkpointed(self.store.durable_step)
                         self.reporter.step(rs.step, mean)
             except (RuntimeError, dist.DistBackendError) as exc:
                 log.error("stopped after step=%d: %s", rs.step, str(exc).splitlines()[0][:300])
@@ -255,6 +274,7 @@ class Trainer:
                 raise
             if cfg.step_sleep:
                 time.sleep(cfg.step_sleep)
+        self.loop_end = time.perf_counter()
         self.stop.in_loop.clear()
         self.save_checkpoint("final")
 
@@ -278,13 +298,18 @@ class Trainer:
             "steps": rs.step,
             "epochs": rs.step // self.steps_per_epoch,
             "worldSize": self.env.world_size,
+            "gradSync": self.sync.name,
             "lastCheckpointStep": rs.last_checkpoint,
         }
         if self.measure is not None:
             t0, s0 = self.measure
-            dt = time.perf_counter() - t0
+            dt = self.loop_end - t0
             if rs.step > s0 and dt > 0:
                 result["samplesPerSecond"] = round((rs.step - s0) * cfg.global_batch_size / dt, 1)
+                result["measuredSteps"] = rs.step - s0
+                result["measuredSeconds"] = round(dt, 3)
+            if self.env.rank == 0 and self.store is not None:
+                result["checkpointSeconds"] = round(self.checkpoint_seconds, 4)
         log.info("test accuracy %.4f after %d steps", acc, rs.step)
         served: nn.Module = model
         if cfg.quantize == "int8":
