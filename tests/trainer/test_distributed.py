@@ -1,0 +1,156 @@
+"""Real torchrun agents on 127.0.0.1 (gloo, c10d rendezvous): training, failover, elasticity."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .support import Agent, free_port, wait_for
+
+CHECKPOINT_EVERY = 50
+GOAL = 0.95
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Agent]]:
+    started: list[Agent] = []
+    yield started
+    for agent in started:
+        agent.stop()
+
+
+def train_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "--workload",
+        "digits",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--checkpoint-every",
+        str(CHECKPOINT_EVERY),
+        *extra,
+    ]
+
+
+def start(
+    agents: list[Agent], tmp_path: Path, name: str, nnodes: str, port: int, args: list[str], **kw: object
+) -> Agent:
+    agent = Agent(
+        name,
+        tmp_path,
+        endpoint=f"127.0.0.1:{port}",
+        run_id="test",
+        nnodes=nnodes,
+        train_args=args,
+        **kw,  # type: ignore[arg-type]
+    )
+    agents.append(agent)
+    return agent
+
+
+def finished(agent: Agent, timeout: float) -> dict[str, object]:
+    assert agent.wait(timeout) == 0, agent.tail()
+    result = agent.result()
+    assert result is not None and result["state"] == "Succeeded", agent.tail()
+    return result
+
+
+@pytest.mark.timeout(150)
+def test_two_workers_train_digits(tmp_path: Path, agents: list[Agent]) -> None:
+    agent = start(agents, tmp_path, "a", "1", free_port(), train_args(tmp_path, "--quantize", "int8"), nproc=2)
+    result = finished(agent, 140)
+    acc = result["testAccuracy"]
+    print(f"\n2 workers (gloo): test accuracy {acc} after {result['steps']} steps; int8 {result['quantization']}")
+    assert isinstance(acc, float) and acc >= GOAL
+    assert result["worldSize"] == 2 and result["exportPath"] == str(tmp_path / "ckpt" / "export")
+    progress = agent.progress()
+    assert progress is not None and progress["state"] == "Succeeded" and progress["step"] == result["steps"]
+
+
+@pytest.mark.timeout(200)
+def test_killed_worker_resumes_from_last_checkpoint(tmp_path: Path, agents: list[Agent]) -> None:
+    port = free_port()
+    args = train_args(tmp_path, "--step-sleep", "0.005")
+    a = start(agents, tmp_path, "a", "2", port, args)
+    b = start(agents, tmp_path, "b", "2", port, args)
+    wait_for(
+        lambda: (p := a.progress() or b.progress()) and (p.get("lastCheckpointStep") or 0) >= 2 * CHECKPOINT_EVERY,
+        120,
+        message=lambda: f"two checkpoints; logs:\n{a.tail()}\n{b.tail()}",
+    )
+    victim = wait_for(lambda: a.workers().get(0) or b.workers().get(0), 10, message="rank 0's pid")
+    os.kill(victim, signal.SIGKILL)  # the checkpoint writer: the worst case for lost steps
+    result = finished(a, 150)
+    finished(b, 30)
+    log = a.log() + "\n" + b.log()
+    stopped = [
+        int(m.group(1)) for _, m in a.matches(r"stopped after step=(\d+)") + b.matches(r"stopped after step=(\d+)")
+    ]
+    resumed = [
+        int(m.group(1))
+        for _, m in a.matches(r"resumed from checkpoint step=(\d+)") + b.matches(r"resumed from checkpoint step=(\d+)")
+    ]
+    assert stopped and resumed, log
+    lost = max(stopped) - min(resumed)
+    print(
+        f"\nkilled rank 0 after step {max(stopped)}; resumed at {min(resumed)}: {lost} steps lost; "
+        f"accuracy {result['testAccuracy']}"
+    )
+    assert 0 <= lost <= CHECKPOINT_EVERY
+    assert isinstance(result["testAccuracy"], float) and result["testAccuracy"] >= GOAL
+
+
+@pytest.mark.timeout(240)
+def test_elastic_scale_up_from_two_to_three(tmp_path: Path, agents: list[Agent]) -> None:
+    port = free_port()
+    args = train_args(tmp_path, "--epochs", "60", "--step-sleep", "0.01")
+    a = start(agents, tmp_path, "a", "2:3", port, args)
+    b = start(agents, tmp_path, "b", "2:3", port, args)
+    wait_for(
+        lambda: (p := a.progress()) and p.get("worldSize") == 2 and p.get("step", 0) >= 100,
+        120,
+        message=lambda: f"2 workers stepping; log:\n{a.tail()}",
+    )
+    c = start(agents, tmp_path, "c", "2:3", port, args)
+    wait_for(
+        lambda: (p := a.progress()) and p.get("worldSize") == 3 and p.get("state") == "Running",
+        120,
+        message=lambda: f"3 workers stepping; logs:\n{a.tail()}\n{c.tail()}",
+    )
+    results = [finished(x, 150) for x in (a, b, c)]
+    resumed = a.matches(r"resumed from checkpoint step=(\d+) .*world size then 2, now 3")
+    assert resumed, a.log()
+    print(f"\nscaled 2 -> 3 at step {resumed[0][1].group(1)}; accuracy {results[0]['testAccuracy']}")
+    assert all(r["worldSize"] == 3 for r in results)
+    assert isinstance(results[0]["testAccuracy"], float) and results[0]["testAccuracy"] >= GOAL
+
+
+@pytest.mark.timeout(120)
+def test_truncated_latest_checkpoint_falls_back_to_previous(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LEPTON_DATA_CACHE": str(tmp_path / "cache")}
+    base = [
+        sys.executable,
+        "-m",
+        "lepton_trainer.train",
+        "--checkpoint-dir",
+        str(ckpt),
+        "--progress-listen",
+        "off",
+        "--termination-log",
+        str(tmp_path / "term.json"),
+        "--checkpoint-every",
+        "50",
+    ]
+    subprocess.run([*base, "--max-steps", "100"], env=env, check=True, capture_output=True, timeout=100)
+    latest = ckpt / "step-0000000100.ckpt"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    run = subprocess.run([*base, "--max-steps", "120"], env=env, capture_output=True, text=True, timeout=100)
+    assert run.returncode == 0, run.stderr
+    assert "step-0000000100.ckpt is unusable (truncated payload" in run.stderr
+    assert "resumed from checkpoint step=50" in run.stderr
