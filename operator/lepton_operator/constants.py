@@ -26,6 +26,7 @@ LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"
 CAPACITY_TYPE_LABEL: Final = "lepton.ai/capacity-type"
+HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 
 # Condition types on a TrainingJob.
 COND_SUSPENDED: Final = "Suspended"

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
-from lepton_operator.reconcile.trainingjob import plan, rfc3339
+from lepton_operator.api.trainingjob import TrainingJob
+from lepton_operator.reconcile.observe import PodView
+from lepton_operator.reconcile.trainingjob import Observed, Plan, rfc3339
+from lepton_operator.reconcile.trainingjob import plan as decide
 
 from .jobs import NOW, make_job, pod, running
 
 
 def cond(status: dict, type_: str) -> dict | None:
     return next((c for c in status.get("conditions", []) if c["type"] == type_), None)
+
+
+def plan(job: TrainingJob, pods: list[PodView], service_exists: bool, now: datetime, **seen: Any) -> Plan:
+    return decide(job, Observed(pods, service_exists, **seen), now)
 
 
 def names(objs: list[dict]) -> list[str]:

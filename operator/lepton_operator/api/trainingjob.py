@@ -125,14 +125,97 @@ class Checkpoint(KubeModel):
     )
 
 
+FailureReason = Literal["OOMKilled", "Evicted", "Preempted", "Disrupted", "NodeLost", "PodLost", "Error"]
+
+
+class ExitCodes(KubeModel):
+    """A set of container exit codes."""
+
+    operator: Literal["In", "NotIn"] = Field(description="In: the code is one of values; NotIn: it is none of them.")
+    values: list[int] = Field(
+        description="Exit codes (1-255).",
+        min_length=1,
+        max_length=32,
+        json_schema_extra={"items": {"minimum": 1, "maximum": 255}, "x-kubernetes-list-type": "set"},
+    )
+
+
+class FailureRule(KubeModel):
+    """Maps a failed worker to an action. Every criterion given must match."""
+
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": validations(
+            cel(
+                "has(self.onExitCodes) || has(self.onReasons)",
+                "spec.failurePolicy.rules: each rule needs onExitCodes or onReasons",
+            )
+        )
+    }
+
+    action: Literal["RestartJob", "FailJob", "Ignore"] = Field(
+        description="RestartJob: new epoch from the last checkpoint; FailJob: the job fails; Ignore: the failure "
+        "neither restarts nor fails the job."
+    )
+    on_exit_codes: ExitCodes | None = Field(default=None, description="Match the container's exit code.")
+    on_reasons: list[FailureReason] | None = Field(
+        default=None,
+        description="Match the failure reason: OOMKilled, Evicted, Preempted, Disrupted, NodeLost, PodLost, Error.",
+        max_length=8,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    counts_towards_max_restarts: bool | None = Field(
+        default=None, description="Whether a RestartJob spends the restart budget (default: true)."
+    )
+
+
+class Backoff(KubeModel):
+    """Delay before a counted restart's new pods: none for the first, then initial x 2^(n-2), capped."""
+
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": validations(
+            cel(
+                "self.initialSeconds <= self.maxSeconds",
+                "spec.failurePolicy.backoff.initialSeconds must be <= maxSeconds",
+            )
+        )
+    }
+
+    initial_seconds: int = Field(
+        default=1, description="Delay before the second counted restart; doubles after.", ge=0, le=3600
+    )
+    max_seconds: int = Field(default=60, description="Cap of the delay.", ge=0, le=86400)
+
+
 class FailurePolicy(KubeModel):
-    """How failures are handled."""
+    """How failures are handled. Rules are tried in order; the built-in defaults come last."""
 
     max_restarts: int = Field(
         default=3,
-        description="Restart epochs allowed before the job fails (BackoffLimitExceeded).",
+        description="Counted restart epochs allowed before the job fails (BackoffLimitExceeded).",
         ge=0,
         le=1000,
+    )
+    backoff: Backoff = Field(default_factory=Backoff, description="Delay before a counted restart.")
+    count_disruptions: bool = Field(
+        default=False,
+        description="Whether preemption, eviction and node loss spend the restart budget (default: they do not).",
+    )
+    rules: list[FailureRule] | None = Field(
+        default=None,
+        description="Custom rules, before the defaults: exit 1-127 -> FailJob; 128+, signals, OOMKilled -> "
+        "RestartJob; Evicted, Preempted, Disrupted, NodeLost, PodLost -> RestartJob (not counted).",
+        max_length=16,
+    )
+
+
+class ElasticPolicy(KubeModel):
+    """When an elastic job (minReplicas < replicas) changes its world size."""
+
+    scale_up_cooldown_seconds: int = Field(
+        default=60, description="Least time in an epoch before growing when GPUs free up.", ge=0, le=86400
+    )
+    unschedulable_timeout_seconds: int = Field(
+        default=30, description="How long workers may stay unschedulable before the job shrinks.", ge=1, le=86400
     )
 
 
@@ -244,6 +327,7 @@ class TrainingJobSpec(KubeModel):
     )
     checkpoint: Checkpoint | None = Field(default=None, description="Checkpoint volume shared across epochs.")
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy, description="Failure handling.")
+    elastic_policy: ElasticPolicy = Field(default_factory=ElasticPolicy, description="Elastic resizing.")
     suspend: bool = Field(default=False, description="Delete the pods but keep the job and its status.")
     managed_by: str | None = Field(
         default=None,
@@ -293,6 +377,21 @@ class TrainingJobSpec(KubeModel):
         return self.managed_by in (None, CONTROLLER_NAME)
 
 
+class LastFailure(KubeModel):
+    """The most recent worker failure."""
+
+    pod: str = Field(description="Failed pod.", max_length=253)
+    node: str | None = Field(default=None, description="Its node.", max_length=253)
+    reason: str = Field(
+        description="OOMKilled, Evicted, Preempted, Disrupted, NodeLost, PodLost or Error.", max_length=64
+    )
+    exit_code: int | None = Field(default=None, description="Container exit code.", ge=-255, le=255)
+    message: str | None = Field(default=None, description="Termination message (truncated).", max_length=1024)
+    action: str = Field(description="What the operator did: RestartJob, FailJob or Ignore.", max_length=32)
+    counted: bool = Field(description="Whether it spent the restart budget.")
+    time: str = Field(description="When the operator saw it (RFC 3339).", max_length=64)
+
+
 class TrainingJobStatus(KubeModel):
     """What the operator observed; read with kubectl get/describe."""
 
@@ -318,6 +417,10 @@ class TrainingJobStatus(KubeModel):
     )
     restarts: int | None = Field(default=None, description="Restart epochs so far.", ge=0, le=2**31)
     restart_epoch: int | None = Field(default=None, description="Epoch whose pods run now.", ge=0, le=2**31)
+    last_failure: LastFailure | None = Field(default=None, description="The most recent worker failure.")
+    epoch_start_time: str | None = Field(
+        default=None, description="When the current epoch was created (RFC 3339).", max_length=64
+    )
     start_time: str | None = Field(default=None, description="When the job first ran (RFC 3339).", max_length=64)
     completion_time: str | None = Field(default=None, description="When the job finished (RFC 3339).", max_length=64)
     message: str | None = Field(default=None, description="Why the job is in its phase.", max_length=4096)

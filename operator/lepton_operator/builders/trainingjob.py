@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from lepton_trainer import contract
 from lepton_trainer.launch import merge_rdzv_conf
 
 from ..api.trainingjob import TrainingJob
-from ..constants import API_VERSION, GPU_PRODUCT_LABEL, GPU_RESOURCE, TRAININGJOB_KIND
+from ..constants import API_VERSION, GPU_PRODUCT_LABEL, GPU_RESOURCE, HOSTNAME_LABEL, TRAININGJOB_KIND
 from .names import job_labels, pod_labels, pod_name, service_name
 
 CONTAINER = "trainer"
@@ -109,7 +110,22 @@ def _checkpoint_volume(job: TrainingJob) -> dict[str, Any] | None:
     return {"name": CHECKPOINT_VOLUME, **source}
 
 
-def worker_pod(job: TrainingJob, epoch: int, rank: int, world_size: int) -> dict[str, Any]:
+def _node_affinity(job: TrainingJob, avoid_nodes: Collection[str]) -> dict[str, Any] | None:
+    """Require the GPU product, and keep away from nodes the operator saw fail."""
+    terms: list[dict[str, Any]] = []
+    if job.spec.gpu_type:
+        terms.append({"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [job.spec.gpu_type]})
+    if avoid_nodes:
+        terms.append({"key": HOSTNAME_LABEL, "operator": "NotIn", "values": sorted(avoid_nodes)})
+    if not terms:
+        return None
+    required = {"nodeSelectorTerms": [{"matchExpressions": terms}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+
+
+def worker_pod(
+    job: TrainingJob, epoch: int, rank: int, world_size: int, avoid_nodes: Collection[str] = ()
+) -> dict[str, Any]:
     """One worker of one epoch. restartPolicy Never: the operator, not the kubelet, decides restarts."""
     spec, meta = job.spec, job.metadata
     name = pod_name(meta["name"], epoch, rank)
@@ -142,16 +158,8 @@ def worker_pod(job: TrainingJob, epoch: int, rank: int, world_size: int) -> dict
         "terminationGracePeriodSeconds": 30,
         "enableServiceLinks": False,
     }
-    if spec.gpu_type:
-        pod_spec["affinity"] = {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {"matchExpressions": [{"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [spec.gpu_type]}]}
-                    ]
-                }
-            }
-        }
+    if affinity := _node_affinity(job, avoid_nodes):
+        pod_spec["affinity"] = affinity
     if volume := _checkpoint_volume(job):
         pod_spec["volumes"] = [volume]
         container["volumeMounts"] = [{"name": CHECKPOINT_VOLUME, "mountPath": spec.checkpoint.path}]  # type: ignore[union-attr]

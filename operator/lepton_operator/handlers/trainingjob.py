@@ -1,9 +1,11 @@
-"""kopf wiring for TrainingJob: indexes of jobs, pods and Services; events trigger a level-based reconcile."""
+"""kopf wiring for TrainingJob: indexes of jobs, pods, Services and nodes; events trigger a level-based reconcile."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,13 +27,26 @@ from ..constants import (
 )
 from ..kube.client import ApiError, Kube
 from ..kube.events import post_event
+from ..kube.usage import GpuUsage
+from ..reconcile.capacity import NodeView, node_view, workers_that_fit
 from ..reconcile.observe import PodView, pod_view
-from ..reconcile.trainingjob import Plan, plan, rfc3339
+from ..reconcile.trainingjob import Observed, Plan, plan, rfc3339, target_size
 from .runtime import Coalescer
 
 log = logging.getLogger("lepton_operator.trainingjob")
 Key = tuple[str, str]
 CHILD_LABELS = {LABEL_NAME: "trainingjob", LABEL_MANAGED_BY: MANAGER}
+DELETED_NODE_MEMORY = 600.0  # seconds a deleted node counts as lost
+
+
+@dataclass
+class Indexes:
+    """kopf's in-memory indexes, as handlers receive them."""
+
+    jobs: kopf.Index[Key, Any]
+    pods: kopf.Index[Key, PodView]
+    services: kopf.Index[Key, str]
+    nodes: kopf.Index[str, NodeView]
 
 
 class TrainingJobController:
@@ -39,21 +54,17 @@ class TrainingJobController:
 
     def __init__(self, kube: Kube, backoff_max: float = 30.0) -> None:
         self.kube = kube
+        self.usage = GpuUsage(kube)
         self.coalescer = Coalescer()
         self.backoff_max = backoff_max
         self._failures: dict[Key, int] = {}
         # Status we wrote whose watch event has not reached the index yet: key -> (based-on rv, new body).
         self._written: dict[Key, tuple[str, dict[str, Any]]] = {}
+        self._deleted_nodes: dict[str, float] = {}
 
-    async def trigger(
-        self,
-        key: Key,
-        jobs: kopf.Index[Key, Any],
-        pods: kopf.Index[Key, PodView],
-        services: kopf.Index[Key, str],
-    ) -> None:
+    async def trigger(self, key: Key, idx: Indexes) -> None:
         async def once() -> float | None:
-            return await self.reconcile(key, jobs, pods, services)
+            return await self.reconcile(key, idx)
 
         await self.coalescer.trigger(key, once)
 
@@ -62,6 +73,29 @@ class TrainingJobController:
         self._written.pop(key, None)
         self._failures.pop(key, None)
 
+    # -- nodes -------------------------------------------------------------------------------------
+    def node_deleted(self, name: str) -> None:
+        self._deleted_nodes[name] = time.monotonic()
+
+    def node_back(self, name: str) -> None:
+        self._deleted_nodes.pop(name, None)
+
+    def lost_nodes(self, idx: Indexes) -> frozenset[str]:
+        now = time.monotonic()
+        for name, since in list(self._deleted_nodes.items()):
+            if now - since > DELETED_NODE_MEMORY:
+                del self._deleted_nodes[name]
+        lost = {n.name for store in idx.nodes.values() for n in store if n.lost}
+        return frozenset(lost | self._deleted_nodes.keys())
+
+    async def trigger_jobs_on(self, node: str, idx: Indexes) -> None:
+        """A node was lost: reconcile every job with a pod on it, at once and concurrently."""
+        keys = [key for key, store in idx.pods.items() if any(pv.node == node for pv in store)]
+        if keys:
+            log.info("node %s lost: reconciling %d job(s) with pods on it", node, len(keys))
+        await asyncio.gather(*(self.trigger(key, idx) for key in keys))
+
+    # -- one pass ----------------------------------------------------------------------------------
     def _current(self, key: Key, body: dict[str, Any]) -> dict[str, Any]:
         """The index's body, unless our own status write is newer than it."""
         written = self._written.get(key)
@@ -73,14 +107,23 @@ class TrainingJobController:
         del self._written[key]
         return body
 
-    async def reconcile(
-        self,
-        key: Key,
-        jobs: kopf.Index[Key, Any],
-        pods: kopf.Index[Key, PodView],
-        services: kopf.Index[Key, str],
-    ) -> float | None:
-        store = jobs.get(key)
+    async def _capacity(self, job: TrainingJob, pods: list[PodView], idx: Indexes, lost: frozenset[str]) -> int | None:
+        """Free-GPU estimate, only for elastic jobs that may change size (one cached LIST for all)."""
+        spec = job.spec
+        if spec.min_size >= target_size(job) or spec.gpus_per_replica == 0:
+            return None
+        current = [q for q in pods if q.epoch == (job.status.restart_epoch or 0)]
+        if job.status.replicas is not None and job.status.replicas >= target_size(job) and current:
+            return None
+        own: dict[str, int] = {}
+        for q in current:
+            if q.node and q.phase not in ("Succeeded", "Failed"):
+                own[q.node] = own.get(q.node, 0) + spec.gpus_per_replica
+        nodes = [n for store in idx.nodes.values() for n in store if n.name not in lost]
+        return workers_that_fit(job, nodes, await self.usage.used(), own)
+
+    async def reconcile(self, key: Key, idx: Indexes) -> float | None:
+        store = idx.jobs.get(key)
         if not store:
             return None
         body = self._current(key, next(iter(store)))
@@ -90,8 +133,11 @@ class TrainingJobController:
         except ValidationError as exc:
             await self._report_invalid(key, body, exc, now)
             return None
-        decision = plan(job, list(pods.get(key, [])), key in services, now)
+        pods = list(idx.pods.get(key, []))
+        lost = self.lost_nodes(idx)
         try:
+            capacity = await self._capacity(job, pods, idx, lost)
+            decision = plan(job, Observed(pods, key in idx.services, lost, capacity), now)
             await self._apply(key, body, decision, now)
         except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
             tries = self._failures[key] = self._failures.get(key, 0) + 1
@@ -104,13 +150,14 @@ class TrainingJobController:
 
     async def _apply(self, key: Key, body: dict[str, Any], p: Plan, now: datetime) -> None:
         ns, name = key
-        if p.create or p.delete or p.status is not None or p.delete_job:
+        if p.create or p.delete or p.force_delete or p.status is not None or p.delete_job:
             log.info(
-                "trainingjob %s/%s: create %d, delete %d, phase %s%s",
+                "trainingjob %s/%s: create %d, delete %d (+%d forced), phase %s%s",
                 ns,
                 name,
                 len(p.create),
                 len(p.delete),
+                len(p.force_delete),
                 (p.status or body.get("status") or {}).get("phase"),
                 ", deleting the finished job (TTL)" if p.delete_job else "",
             )
@@ -118,8 +165,11 @@ class TrainingJobController:
             await self.kube.delete(API_VERSION, TRAININGJOB_PLURAL, ns, name, propagationPolicy="Background")
             return
         await asyncio.gather(
-            *(self.kube.delete("v1", "pods", ns, pod, propagationPolicy="Background") for pod in p.delete)
+            *(self.kube.delete("v1", "pods", ns, pod) for pod in p.delete),
+            *(self.kube.delete("v1", "pods", ns, pod, gracePeriodSeconds=0) for pod in p.force_delete),
         )
+        if p.delete or p.force_delete:
+            self.usage.invalidate()
         await asyncio.gather(*(self.kube.create(obj) for obj in p.create))
         if p.status is not None:
             old = body.get("status") or {}
@@ -132,16 +182,11 @@ class TrainingJobController:
 
     async def _report_invalid(self, key: Key, body: dict[str, Any], exc: ValidationError, now: datetime) -> None:
         """Runtime invalid state (e.g. a CRD older than the operator): a condition and an Event, no crash."""
-        errors = "; ".join(
-            f"spec.{'.'.join(str(x) for x in e['loc'][1:])}: {e['msg']}"
-            if e["loc"][:1] == ("spec",)
-            else f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}"
-            for e in exc.errors()[:5]
-        )
+        errors = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
         status = dict(body.get("status") or {})
-        conditions = [c for c in status.get("conditions") or [] if c.get("type") != COND_INVALID]
         if any(c.get("type") == COND_INVALID and c.get("message") == errors for c in status.get("conditions") or []):
             return
+        conditions = [c for c in status.get("conditions") or [] if c.get("type") != COND_INVALID]
         conditions.append(
             {
                 "type": COND_INVALID,
@@ -153,17 +198,14 @@ class TrainingJobController:
         )
         log.warning("trainingjob %s/%s: invalid spec: %s", *key, errors)
         try:
-            await self.kube.patch_status(
-                API_VERSION,
-                TRAININGJOB_PLURAL,
-                *key,
-                {"conditions": conditions, "phase": "Failed", "message": f"invalid spec: {errors}"},
-            )
+            patch = {"conditions": conditions, "phase": "Failed", "message": f"invalid spec: {errors}"}
+            await self.kube.patch_status(API_VERSION, TRAININGJOB_PLURAL, *key, patch)
             await post_event(self.kube, body, "Warning", "InvalidSpec", errors, now)
         except (ApiError, aiohttp.ClientError) as api_exc:
             log.warning("trainingjob %s/%s: cannot report invalid spec: %s", *key, api_exc)
 
 
+# -- indexes ---------------------------------------------------------------------------------------
 @kopf.index(GROUP, VERSION, TRAININGJOB_PLURAL)
 def trainingjob_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     return {(namespace, name): dict(body)}
@@ -179,39 +221,45 @@ def trainingjob_services(namespace: str, labels: kopf.Labels, name: str, **_: An
     return {(namespace, labels.get(LABEL_JOB, "")): name}
 
 
+@kopf.index("", "v1", "nodes")
+def gpu_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeView]:
+    return {name: node_view(dict(body))}
+
+
 def _controller(memo: kopf.Memo) -> TrainingJobController:
     ctl: TrainingJobController = memo.trainingjobs
     return ctl
 
 
+def _indexes(kwargs: dict[str, Any]) -> Indexes:
+    return Indexes(
+        kwargs["trainingjob_bodies"], kwargs["trainingjob_pods"], kwargs["trainingjob_services"], kwargs["gpu_nodes"]
+    )
+
+
+# -- triggers --------------------------------------------------------------------------------------
 @kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL)
-async def trainingjob_changed(
-    type: str | None,
-    namespace: str,
-    name: str,
-    memo: kopf.Memo,
-    trainingjob_bodies: kopf.Index[Key, Any],
-    trainingjob_pods: kopf.Index[Key, PodView],
-    trainingjob_services: kopf.Index[Key, str],
-    **_: Any,
-) -> None:
+async def trainingjob_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     ctl = _controller(memo)
     if type == "DELETED":
         ctl.forget((namespace, name))
         return
-    await ctl.trigger((namespace, name), trainingjob_bodies, trainingjob_pods, trainingjob_services)
+    await ctl.trigger((namespace, name), _indexes(kwargs))
 
 
 @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
-async def child_changed(
-    namespace: str,
-    labels: kopf.Labels,
-    memo: kopf.Memo,
-    trainingjob_bodies: kopf.Index[Key, Any],
-    trainingjob_pods: kopf.Index[Key, PodView],
-    trainingjob_services: kopf.Index[Key, str],
-    **_: Any,
-) -> None:
-    key = (namespace, labels.get(LABEL_JOB, ""))
-    await _controller(memo).trigger(key, trainingjob_bodies, trainingjob_pods, trainingjob_services)
+async def child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
+    await _controller(memo).trigger((namespace, labels.get(LABEL_JOB, "")), _indexes(kwargs))
+
+
+@kopf.on.event("", "v1", "nodes")
+async def node_changed(type: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Fast node-loss reaction: NotReady, an unreachable/not-ready taint, or deletion restarts affected jobs now."""
+    ctl = _controller(memo)
+    if type == "DELETED":
+        ctl.node_deleted(name)
+    elif not node_view(dict(body)).lost:
+        ctl.node_back(name)
+        return
+    await ctl.trigger_jobs_on(name, _indexes(kwargs))

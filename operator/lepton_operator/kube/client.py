@@ -129,3 +129,11 @@ class Kube:
     async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         code, body = await self.request("GET", object_path(api_version, plural, namespace, name), ok=(404,))
         return None if code == 404 else body
+
+    async def list(
+        self, api_version: str, plural: str, namespace: str | None = None, **params: str
+    ) -> list[dict[str, Any]]:
+        """List objects (params: labelSelector, fieldSelector, resourceVersion=0 for the watch cache)."""
+        _, body = await self.request("GET", object_path(api_version, plural, namespace), params=params)
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items

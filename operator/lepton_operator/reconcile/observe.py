@@ -23,6 +23,7 @@ class PodView:
     reason: str | None = None  # container termination reason (OOMKilled, Error, ...) or pod reason (Evicted)
     message: str | None = None  # termination message or pod message
     started_at: str | None = None
+    created: str | None = None  # metadata.creationTimestamp
 
 
 def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
@@ -66,4 +67,5 @@ def pod_view(pod: dict[str, Any]) -> PodView:
         reason=term.get("reason") or status.get("reason"),
         message=term.get("message") or status.get("message"),
         started_at=running.get("startedAt") or term.get("startedAt"),
+        created=meta.get("creationTimestamp"),
     )

@@ -1,4 +1,4 @@
-"""The TrainingJob decision: given the job, its pods and the time, what to create, delete and report."""
+"""The TrainingJob decision: given the job, its pods, node health, free GPUs and the time, what to do."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from ..api.base import Condition
-from ..api.trainingjob import TrainingJob, TrainingJobStatus
-from ..builders.names import selector
+from ..api.trainingjob import LastFailure, TrainingJob
+from ..builders.names import pod_name, selector
 from ..builders.trainingjob import headless_service, worker_pod
 from ..constants import (
     COND_FAILED,
@@ -18,11 +18,12 @@ from ..constants import (
     COND_SUCCEEDED,
     COND_SUSPENDED,
 )
-from .conditions import Transition, is_true, set_condition
-from .failover import Action, classify
+from .conditions import is_true, set_condition
+from .failover import Action, Verdict, classify, worst
 from .observe import PodView
 
 TERMINAL = ("Succeeded", "Failed")
+GROW_RECHECK_SECONDS = 10.0  # how often an elastic job below its target looks for free GPUs
 
 
 @dataclass(frozen=True)
@@ -38,17 +39,31 @@ class Plan:
 
     create: list[dict[str, Any]] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)  # pod names
+    force_delete: list[str] = field(default_factory=list)  # pods on lost nodes: no kubelet will confirm
     status: dict[str, Any] | None = None  # the whole new status, or None when unchanged
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None  # seconds until time alone changes the decision
     delete_job: bool = False
+
+    def requeue(self, seconds: float) -> None:
+        self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the operator saw besides the job itself."""
+
+    pods: list[PodView]
+    service_exists: bool = True
+    lost_nodes: frozenset[str] = frozenset()  # NotReady, unreachable or deleted nodes
+    capacity: int | None = None  # workers of this job's shape that fit if its own pods were gone; None = unknown
 
 
 def rfc3339(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _seconds_since(ts: str, now: datetime) -> float:
+def seconds_since(ts: str, now: datetime) -> float:
     return (now - datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)).total_seconds()
 
 
@@ -66,21 +81,37 @@ def phase_of(conditions: list[Condition]) -> str:
     return "Pending"
 
 
+def backoff_seconds(job: TrainingJob, restarts: int) -> float:
+    """Delay before the pods of the epoch started by the n-th counted restart: none for the first."""
+    b = job.spec.failure_policy.backoff
+    return 0.0 if restarts <= 1 else float(min(b.max_seconds, b.initial_seconds * (1 << min(restarts - 2, 20))))
+
+
+def target_size(job: TrainingJob) -> int:
+    """spec.replicas clamped to the elastic range."""
+    return max(job.spec.min_size, min(job.spec.replicas, job.spec.max_size))
+
+
+def fitting_size(job: TrainingJob, capacity: int | None) -> int:
+    """The largest world size the free GPUs allow, within [min, target]; the target when unknown."""
+    target = target_size(job)
+    return target if capacity is None else max(job.spec.min_size, min(target, capacity))
+
+
 class _Pass:
     """Working state of one decision; `plan()` below is the entry point."""
 
-    def __init__(self, job: TrainingJob, now: datetime) -> None:
-        self.job, self.now, self.stamp = job, now, rfc3339(now)
+    def __init__(self, job: TrainingJob, seen: Observed, now: datetime) -> None:
+        self.job, self.seen, self.now, self.stamp = job, seen, now, rfc3339(now)
         self.old = job.status
         self.status = job.status.model_copy(deep=True)
         self.conditions: list[Condition] = list(self.status.conditions or [])
         self.plan = Plan()
         self.generation = job.metadata.get("generation")
+        self.cooling = False  # growth is waiting for the scale-up cooldown
 
     def cond(self, type_: str, status: bool, reason: str, message: str, warning: bool = False) -> None:
-        t: Transition | None = set_condition(
-            self.conditions, type_, status, reason, message, self.stamp, self.generation
-        )
+        t = set_condition(self.conditions, type_, status, reason, message, self.stamp, self.generation)
         if t is not None and (t.status == "True" or warning):
             self.plan.events.append(Event("Warning" if warning else "Normal", reason, message))
 
@@ -90,7 +121,11 @@ class _Pass:
             self.cond(type_, False, reason, message)
 
     def delete(self, pods: list[PodView]) -> None:
-        self.plan.delete += [p.name for p in pods if not p.deleting]
+        for q in pods:
+            if q.node and q.node in self.seen.lost_nodes:
+                self.plan.force_delete.append(q.name)
+            elif not q.deleting:
+                self.plan.delete.append(q.name)
 
     def finish(self, succeeded: bool, reason: str, message: str, pods: list[PodView]) -> None:
         self.cond(COND_SUCCEEDED if succeeded else COND_FAILED, True, reason, message, warning=not succeeded)
@@ -98,7 +133,49 @@ class _Pass:
         self.drop(COND_RESTARTING, reason, message)
         self.status.completion_time = self.stamp
         self.status.message = message
+        self.status.ready_replicas = 0
+        self.status.ready = f"0/{self.status.replicas or target_size(self.job)}"
         self.delete([p for p in pods if p.phase not in TERMINAL])
+
+    def record(self, v: Verdict) -> None:
+        self.status.last_failure = LastFailure(
+            pod=v.pod.name,
+            node=v.pod.node,
+            reason=v.reason,
+            exit_code=v.pod.exit_code,
+            message=(v.pod.message or "")[:1024] or None,
+            action=v.action.value,
+            counted=v.counts,
+            time=self.stamp,
+        )
+
+    def create_epoch_pods(self, have: set[int]) -> None:
+        st = self.status
+        epoch, world = st.restart_epoch or 0, st.replicas or target_size(self.job)
+        avoid = sorted(self.seen.lost_nodes)[:32]
+        self.plan.create += [worker_pod(self.job, epoch, r, world, avoid) for r in range(world) if r not in have]
+
+    def new_epoch(self, pods: list[PodView], reason: str, message: str, *, counts: bool, world: int) -> Plan:
+        """Replace every pod of the current epoch with the next epoch's (in the same pass unless backing off)."""
+        st = self.status
+        st.restart_epoch = (st.restart_epoch or 0) + 1
+        st.restarts = (st.restarts or 0) + (1 if counts else 0)
+        st.replicas, st.ready_replicas, st.ready = world, 0, f"0/{world}"
+        st.epoch_start_time = self.stamp
+        st.message = f"restarting ({reason}): {message}"
+        self.delete(pods)
+        resized = reason == "Resized"
+        self.plan.events.append(
+            Event("Normal" if resized else "Warning", reason, f"epoch {st.restart_epoch}: {message}")
+        )
+        set_condition(self.conditions, COND_RESTARTING, True, reason, message, self.stamp, self.generation)
+        self.drop(COND_RUNNING, reason, message)
+        delay = backoff_seconds(self.job, st.restarts) if counts else 0.0
+        if delay > 0:
+            self.plan.requeue(delay)
+        else:
+            self.create_epoch_pods(set())
+        return self.result()
 
     def result(self) -> Plan:
         self.status.conditions = self.conditions
@@ -111,35 +188,29 @@ class _Pass:
         return self.plan
 
 
-def _world_size(job: TrainingJob) -> int:
-    """Workers wanted for the next epoch (clamped to the elastic range)."""
-    return max(job.spec.min_size, min(job.spec.replicas, job.spec.max_size))
-
-
-def plan(job: TrainingJob, pods: list[PodView], service_exists: bool, now: datetime) -> Plan:
+def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
     """Decide one pass for a job. Level-based: the same inputs always give the same plan."""
-    p = _Pass(job, now)
-    spec, status = job.spec, p.status
+    p = _Pass(job, seen, now)
+    spec, st = job.spec, p.status
     if not spec.managed_here():
         return Plan()
-    if not service_exists:
+    if not seen.service_exists:
         p.plan.create.append(headless_service(job))
 
-    epoch = status.restart_epoch or 0
-    status.restart_epoch = epoch
-    status.restarts = status.restarts or 0
-    current = [q for q in pods if q.epoch == epoch]
-    p.delete([q for q in pods if q.epoch != epoch])
+    epoch = st.restart_epoch = st.restart_epoch or 0
+    st.restarts = st.restarts or 0
+    current = [q for q in seen.pods if q.epoch == epoch]
+    p.delete([q for q in seen.pods if q.epoch != epoch])
 
     if is_true(p.conditions, COND_SUCCEEDED) or is_true(p.conditions, COND_FAILED):
         p.delete([q for q in current if q.phase not in TERMINAL])
         ttl = spec.ttl_seconds_after_finished
-        if ttl is not None and status.completion_time:
-            left = ttl - _seconds_since(status.completion_time, now)
+        if ttl is not None and st.completion_time:
+            left = ttl - seconds_since(st.completion_time, now)
             if left <= 0:
                 p.plan.delete_job = True
             else:
-                p.plan.requeue_after = left
+                p.plan.requeue(left)
         return p.result()
 
     if spec.suspend:
@@ -147,102 +218,125 @@ def plan(job: TrainingJob, pods: list[PodView], service_exists: bool, now: datet
         p.cond(COND_SUSPENDED, True, "Suspended", "spec.suspend is true: pods deleted, status kept")
         p.drop(COND_RUNNING, "Suspended", "job is suspended")
         p.drop(COND_RESTARTING, "Suspended", "job is suspended")
-        status.start_time = None
-        status.ready_replicas = 0
-        status.ready = f"0/{status.replicas or _world_size(job)}"
-        status.message = "suspended"
+        st.start_time = None
+        st.ready_replicas = 0
+        st.ready = f"0/{st.replicas or target_size(job)}"
+        st.message = "suspended"
         return p.result()
     p.drop(COND_SUSPENDED, "Resumed", "spec.suspend is false")
 
     deadline = spec.active_deadline_seconds
-    if deadline is not None and status.start_time:
-        left = deadline - _seconds_since(status.start_time, now)
+    if deadline is not None and st.start_time:
+        left = deadline - seconds_since(st.start_time, now)
         if left <= 0:
             p.finish(False, "DeadlineExceeded", f"job ran longer than activeDeadlineSeconds={deadline}", current)
             return p.result()
-        p.plan.requeue_after = left
+        p.plan.requeue(left)
 
-    world = status.replicas or _world_size(job)
-    failed = sorted((q for q in current if q.phase == "Failed"), key=lambda q: q.rank)
-    if failed:
-        verdict = classify(failed[0])
-        if verdict.action is Action.FAIL:
-            p.finish(False, verdict.reason, verdict.message, current)
+    if st.replicas is None:  # first pass: start as large as the free GPUs allow
+        st.replicas = fitting_size(job, seen.capacity)
+        st.epoch_start_time = p.stamp
+    world = st.replicas
+
+    # Failures: failed pods, live pods on lost nodes, and pods that vanished from a running epoch.
+    suspects = [q for q in current if q.phase == "Failed" or (q.node in seen.lost_nodes and q.phase not in TERMINAL)]
+    if is_true(p.conditions, COND_RUNNING):
+        have = {q.rank for q in current}
+        suspects += [
+            PodView(
+                name=pod_name(job.metadata["name"], epoch, r), epoch=epoch, rank=r, phase="Failed", reason="PodLost"
+            )
+            for r in range(world)
+            if r not in have
+        ]
+    verdicts = [classify(q, spec.failure_policy, seen.lost_nodes) for q in suspects]
+    ignored = {v.pod.rank for v in verdicts if v.action is Action.IGNORE}
+    decisive = worst([v for v in verdicts if v.action is not Action.IGNORE])
+    if decisive is not None:
+        p.record(decisive)
+        if decisive.action is Action.FAIL:
+            p.finish(False, decisive.reason, decisive.message, current)
             return p.result()
-        if verdict.action is Action.RESTART:
-            budget = spec.failure_policy.max_restarts
-            if verdict.counts and status.restarts >= budget:
-                p.finish(
-                    False,
-                    "BackoffLimitExceeded",
-                    f"{budget} restarts used; last failure: {verdict.message}",
-                    current,
-                )
-                return p.result()
-            return _new_epoch(p, current, verdict.reason, verdict.message, counts=verdict.counts)
+        budget = spec.failure_policy.max_restarts
+        if decisive.counts and st.restarts >= budget:
+            p.finish(
+                False, "BackoffLimitExceeded", f"{budget} restarts used; last failure: {decisive.message}", current
+            )
+            return p.result()
+        size = fitting_size(job, seen.capacity)
+        return p.new_epoch(current, decisive.reason, decisive.message, counts=decisive.counts, world=size)
 
-    wanted = _world_size(job)
-    if current and wanted != world:
-        return _new_epoch(p, current, "Resized", f"world size {world} -> {wanted}", counts=False, world=wanted)
-    world = wanted if not current else world
-    status.replicas = world
+    # Resizing: kubectl scale, growth into freed GPUs, shrinking when workers cannot be placed.
+    target, low = target_size(job), spec.min_size
+    if current:
+        resize = _resize(p, current, world, target, low)
+        if resize is not None:
+            size, why = resize
+            return p.new_epoch(current, "Resized", f"world size {world} -> {size}: {why}", counts=False, world=size)
+    if world < target and not p.cooling:
+        p.plan.requeue(GROW_RECHECK_SECONDS)
 
-    if {q.rank for q in current if q.phase == "Succeeded"} >= set(range(world)):
+    done = {q.rank for q in current if q.phase == "Succeeded"} | ignored
+    if done >= set(range(world)) and any(q.phase == "Succeeded" for q in current):
         p.finish(True, "Succeeded", f"all {world} workers succeeded", current)
-        status.ready_replicas = 0
-        status.ready = f"0/{world}"
         return p.result()
 
     have = {q.rank for q in current}
-    p.plan.create += [worker_pod(job, epoch, r, world) for r in range(world) if r not in have]
     p.delete([q for q in current if q.rank >= world])
+    last = st.last_failure
+    due = 0.0 if last is None or not last.counted else backoff_seconds(job, st.restarts) - seconds_since(last.time, now)
+    if len(have & set(range(world))) < world:
+        if due > 0:
+            p.plan.requeue(due)
+            st.message = f"backing off {due:.0f}s before epoch {epoch} (restart {st.restarts})"
+        else:
+            p.create_epoch_pods(have)
 
     ready = sum(1 for q in current if q.phase == "Running" and q.ready and not q.deleting and q.rank < world)
-    status.ready_replicas = ready
-    status.ready = f"{ready}/{world}"
+    st.ready_replicas, st.ready = ready, f"{ready}/{world}"
     unschedulable = next((q for q in current if q.unschedulable), None)
     if unschedulable:
-        p.cond(
-            COND_SCHEDULED,
-            False,
-            "Unschedulable",
-            f"{unschedulable.name}: {unschedulable.unschedulable}",
-            warning=True,
-        )
-        status.message = f"waiting for GPUs: {unschedulable.unschedulable}"
-    elif len(current) >= world and all(q.node for q in current):
+        at_min = " (at minReplicas: waiting)" if world == low and low < target else ""
+        text = f"{unschedulable.name}: {unschedulable.unschedulable}{at_min}"
+        p.cond(COND_SCHEDULED, False, "Unschedulable", text, warning=True)
+        st.message = f"waiting for GPUs: {unschedulable.unschedulable}{at_min}"
+    elif len(current) >= world and all(q.node for q in current if q.rank < world):
         p.cond(COND_SCHEDULED, True, "AllScheduled", f"all {world} workers are bound to nodes")
-    if ready == world:
+    if ready + len(ignored) >= world:
         p.cond(COND_RUNNING, True, "AllWorkersRunning", f"all {world} workers of epoch {epoch} are running")
         p.drop(COND_RESTARTING, "AllWorkersRunning", f"epoch {epoch} is running")
-        status.start_time = status.start_time or p.stamp
-        status.message = f"running {world} workers"
+        st.start_time = st.start_time or p.stamp
+        st.message = f"running {world} workers" + (f" (target {target})" if world < target else "")
     else:
         p.drop(COND_RUNNING, "WaitingForWorkers", f"{ready}/{world} workers running")
-        if not unschedulable:
-            status.message = f"starting: {ready}/{world} workers running"
+        if not unschedulable and due <= 0:
+            st.message = f"starting: {ready}/{world} workers running"
     return p.result()
 
 
-def _new_epoch(
-    p: _Pass, current: list[PodView], reason: str, message: str, *, counts: bool, world: int | None = None
-) -> Plan:
-    """Replace every pod of the current epoch with the next epoch's (same pass: no extra round trip)."""
-    status = p.status
-    status.restart_epoch = (status.restart_epoch or 0) + 1
-    if counts:
-        status.restarts = (status.restarts or 0) + 1
-    status.replicas = world or status.replicas or _world_size(p.job)
-    status.ready_replicas = 0
-    status.ready = f"0/{status.replicas}"
-    status.message = f"restarting ({reason}): {message}"
-    p.delete(current)
-    p.plan.events.append(Event("Normal" if reason == "Resized" else "Warning", reason, f"new epoch: {message}"))
-    set_condition(p.conditions, COND_RESTARTING, True, reason, message, p.stamp, p.generation)
-    p.drop(COND_RUNNING, reason, message)
-    epoch = status.restart_epoch
-    p.plan.create += [worker_pod(p.job, epoch, r, status.replicas) for r in range(status.replicas)]
-    return p.result()
+def _resize(p: _Pass, current: list[PodView], world: int, target: int, low: int) -> tuple[int, str] | None:
+    """A new world size for the running job, or None to keep it."""
+    job, seen, now = p.job, p.seen, p.now
+    if world > target:
+        return target, "spec.replicas lowered"
+    if world < low:
+        return fitting_size(job, seen.capacity), "spec.minReplicas raised"
+    timeout = job.spec.elastic_policy.unschedulable_timeout_seconds
+    waiting = {q.rank: seconds_since(q.created, now) for q in current if q.unschedulable and q.created}
+    stuck = [r for r, age in waiting.items() if age >= timeout]
+    if stuck and world > low:
+        placed = sum(1 for q in current if q.node)
+        return max(low, min(placed, world - len(stuck))), f"{len(stuck)} workers unschedulable for {timeout}s"
+    if waiting and world > low:
+        p.plan.requeue(max(0.1, timeout - max(waiting.values())))
+    if world < target and seen.capacity is not None and seen.capacity > world:
+        cooldown = job.spec.elastic_policy.scale_up_cooldown_seconds
+        age = seconds_since(p.status.epoch_start_time, now) if p.status.epoch_start_time else cooldown
+        if age >= cooldown and all(q.phase == "Running" for q in current):
+            return min(target, seen.capacity), "more GPUs are free"
+        p.plan.requeue(max(0.1, cooldown - age))
+        p.cooling = True
+    return None
 
 
-__all__ = ["Event", "Plan", "TrainingJobStatus", "phase_of", "plan", "rfc3339"]
+__all__ = ["Event", "Observed", "Plan", "phase_of", "plan", "rfc3339"]

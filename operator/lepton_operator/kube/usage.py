@@ -1,0 +1,31 @@
+"""GPUs in use per node, from one cached LIST of the cluster's live pods (only elastic jobs ask)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ..reconcile.capacity import gpus_by_node
+from .client import Kube
+
+LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+
+
+class GpuUsage:
+    """Snapshot shared by all jobs for `ttl` seconds; served from the API server's watch cache."""
+
+    def __init__(self, kube: Kube, ttl: float = 2.0) -> None:
+        self.kube, self.ttl = kube, ttl
+        self._at = -1e9
+        self._used: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    async def used(self) -> dict[str, int]:
+        async with self._lock:
+            if time.monotonic() - self._at > self.ttl:
+                pods = await self.kube.list("v1", "pods", fieldSelector=LIVE_PODS, resourceVersion="0")
+                self._used, self._at = gpus_by_node(pods), time.monotonic()
+            return self._used
+
+    def invalidate(self) -> None:
+        self._at = -1e9

@@ -1,0 +1,95 @@
+"""Nodes as the operator sees them, and how many workers of a job fit on free GPUs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.trainingjob import TrainingJob
+from ..constants import GPU_PRODUCT_LABEL, GPU_RESOURCE
+
+# Taints the node lifecycle controller (or a fault) puts on a node that lost contact.
+LOST_TAINTS = frozenset({"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"})
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    name: str
+    labels: Mapping[str, str]
+    taints: tuple[tuple[str, str, str], ...]  # (key, value, effect)
+    gpus: int  # allocatable nvidia.com/gpu
+    unschedulable: bool
+    ready: bool
+
+    @property
+    def lost(self) -> bool:
+        return not self.ready or any(key in LOST_TAINTS for key, _, _ in self.taints)
+
+
+def node_view(node: Mapping[str, Any]) -> NodeView:
+    meta, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
+    ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return NodeView(
+        name=meta.get("name", ""),
+        labels=dict(meta.get("labels") or {}),
+        taints=tuple((t.get("key", ""), t.get("value", ""), t.get("effect", "")) for t in spec.get("taints") or []),
+        gpus=int((status.get("allocatable") or {}).get(GPU_RESOURCE, 0)),
+        unschedulable=bool(spec.get("unschedulable")),
+        ready=ready.get("status") == "True",
+    )
+
+
+def tolerates(tolerations: Iterable[Mapping[str, Any]], taint: tuple[str, str, str]) -> bool:
+    key, value, effect = taint
+    if effect == "PreferNoSchedule":
+        return True
+    for t in tolerations:
+        if t.get("effect") and t["effect"] != effect:
+            continue
+        if t.get("operator", "Equal") == "Exists":
+            if not t.get("key") or t["key"] == key:
+                return True
+        elif t.get("key") == key and t.get("value", "") == value:
+            return True
+    return False
+
+
+def workers_that_fit(
+    job: TrainingJob, nodes: Iterable[NodeView], used: Mapping[str, int], own: Mapping[str, int]
+) -> int | None:
+    """Workers of the job's shape that fit on free GPUs if the job's own pods were gone (None: no GPUs asked)."""
+    spec = job.spec
+    per = spec.gpus_per_replica
+    if per == 0:
+        return None
+    tolerations = [GPU_TOLERATION, *(t.to_wire() for t in spec.tolerations or [])]
+    total = 0
+    for node in nodes:
+        if node.lost or node.unschedulable:
+            continue
+        if spec.gpu_type and node.labels.get(GPU_PRODUCT_LABEL) != spec.gpu_type:
+            continue
+        if any(node.labels.get(k) != v for k, v in (spec.node_selector or {}).items()):
+            continue
+        if not all(tolerates(tolerations, t) for t in node.taints if t[2] in ("NoSchedule", "NoExecute")):
+            continue
+        free = node.gpus - used.get(node.name, 0) + own.get(node.name, 0)
+        total += max(0, free) // per
+    return total
+
+
+def gpus_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """GPUs requested by the given (non-terminal) pods, per node."""
+    out: dict[str, int] = {}
+    for pod in pods:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node:
+            continue
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            res = c.get("resources") or {}
+            gpus = (res.get("limits") or {}).get(GPU_RESOURCE) or (res.get("requests") or {}).get(GPU_RESOURCE)
+            if gpus:
+                out[node] = out.get(node, 0) + int(gpus)
+    return out

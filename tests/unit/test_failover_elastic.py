@@ -1,0 +1,177 @@
+"""Failover (node loss, lost pods, rules, backoff) and elastic sizing, table-driven on the pure plan."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from lepton_operator.api.trainingjob import TrainingJob
+from lepton_operator.reconcile.capacity import NodeView, node_view, tolerates, workers_that_fit
+from lepton_operator.reconcile.observe import PodView
+from lepton_operator.reconcile.trainingjob import Observed, Plan, backoff_seconds, rfc3339
+from lepton_operator.reconcile.trainingjob import plan as decide
+
+from .jobs import NOW, make_job, pod, running
+
+
+def plan(job: TrainingJob, pods: list[PodView], now: datetime = NOW, **seen: Any) -> Plan:
+    return decide(job, Observed(pods, True, **seen), now)
+
+
+def names(objs: list[dict[str, Any]]) -> list[str]:
+    return [o["metadata"]["name"] for o in objs]
+
+
+RUNNING = {
+    "restartEpoch": 0,
+    "restarts": 0,
+    "replicas": 2,
+    "conditions": [{"type": "Running", "status": "True", "reason": "AllWorkersRunning"}],
+}
+
+
+def test_pods_on_a_lost_node_restart_for_free_avoiding_that_node() -> None:
+    job = make_job(status=RUNNING)
+    pods = [pod(job, 0, 0, node="gpu-1"), pod(job, 0, 1, node="gpu-2")]
+    p = plan(job, pods, lost_nodes=frozenset({"gpu-2"}))
+    assert p.force_delete == ["mnist-0-1"] and p.delete == ["mnist-0-0"]
+    assert p.status["restarts"] == 0 and p.status["restartEpoch"] == 1
+    assert p.status["lastFailure"]["reason"] == "NodeLost" and p.status["lastFailure"]["node"] == "gpu-2"
+    affinity = p.create[0]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["gpu-2"]} in affinity["nodeSelectorTerms"][
+        0
+    ]["matchExpressions"]
+
+
+def test_a_pod_vanishing_from_a_running_epoch_is_a_free_restart() -> None:
+    job = make_job(status=RUNNING)
+    p = plan(job, [pod(job, 0, 0)])
+    assert p.status["restartEpoch"] == 1 and p.status["restarts"] == 0
+    assert p.status["lastFailure"]["reason"] == "PodLost"
+
+
+def test_missing_pods_of_a_starting_epoch_are_just_created() -> None:
+    job = make_job(status={"restartEpoch": 0, "restarts": 0, "replicas": 2})
+    p = plan(job, [pod(job, 0, 0)])
+    assert names(p.create) == ["mnist-0-1"] and p.status["restartEpoch"] == 0
+
+
+def test_custom_rules_come_before_the_defaults() -> None:
+    policy = {
+        "rules": [
+            {"action": "FailJob", "onReasons": ["OOMKilled"]},
+            {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [3]}},
+        ]
+    }
+    job = make_job(status=RUNNING, failurePolicy=policy)
+    oom = plan(job, [pod(job, 0, 0), pod(job, 0, 1, "Failed", exit_code=137, reason="OOMKilled")])
+    assert oom.status["phase"] == "Failed" and oom.status["lastFailure"]["reason"] == "OOMKilled"
+    ignored = plan(job, [pod(job, 0, 0), pod(job, 0, 1, "Failed", exit_code=3)])
+    assert ignored.create == [] and ignored.delete == []
+    assert (ignored.status or {}).get("phase", "Running") == "Running"
+    done = plan(job, [pod(job, 0, 0, "Succeeded"), pod(job, 0, 1, "Failed", exit_code=3)])
+    assert done.status["phase"] == "Succeeded"
+
+
+def test_disruptions_can_be_made_to_count() -> None:
+    job = make_job(status=RUNNING, failurePolicy={"countDisruptions": True})
+    p = plan(job, [pod(job, 0, 0), pod(job, 0, 1)], lost_nodes=frozenset({"gpu-0"}))
+    assert p.status["restarts"] == 1
+
+
+@pytest.mark.parametrize(("restarts", "delay"), [(0, 0), (1, 0), (2, 5), (3, 10), (4, 20), (10, 30)])
+def test_backoff_is_exponential_and_capped(restarts: int, delay: float) -> None:
+    job = make_job(failurePolicy={"backoff": {"initialSeconds": 5, "maxSeconds": 30}})
+    assert backoff_seconds(job, restarts) == delay
+
+
+def test_second_counted_restart_waits_for_its_backoff() -> None:
+    job = make_job(status={**RUNNING, "restarts": 1}, failurePolicy={"backoff": {"initialSeconds": 4}})
+    p = plan(job, [pod(job, 0, 0), pod(job, 0, 1, "Failed", exit_code=139)])
+    assert p.status["restarts"] == 2 and p.create == [] and p.requeue_after == pytest.approx(4)
+    later = make_job(status=p.status, failurePolicy={"backoff": {"initialSeconds": 4}})
+    assert plan(later, [], now=NOW + timedelta(seconds=2)).create == []
+    assert names(plan(later, [], now=NOW + timedelta(seconds=4)).create) == ["mnist-1-0", "mnist-1-1"]
+
+
+# -- elastic ---------------------------------------------------------------------------------------
+ELASTIC = {"replicas": 8, "minReplicas": 2, "maxReplicas": 8, "gpusPerReplica": 1}
+
+
+def test_elastic_job_starts_at_what_fits() -> None:
+    p = plan(make_job(**ELASTIC), [], capacity=3)
+    assert p.status["replicas"] == 3 and len(p.create) == 3
+    assert plan(make_job(**ELASTIC), [], capacity=0).status["replicas"] == 2  # waits at min
+
+
+def test_elastic_job_grows_after_the_cooldown_when_gpus_free_up() -> None:
+    st = {**RUNNING, "replicas": 2, "epochStartTime": rfc3339(NOW - timedelta(seconds=30))}
+    job = make_job(status=st, **ELASTIC, elasticPolicy={"scaleUpCooldownSeconds": 60})
+    early = plan(job, running(make_job()), capacity=8)
+    assert early.create == [] and early.requeue_after == pytest.approx(30)
+    grown = plan(job, running(make_job()), now=NOW + timedelta(seconds=31), capacity=8)
+    assert grown.status["replicas"] == 8 and grown.status["restarts"] == 0
+    assert names(grown.create) == [f"mnist-1-{r}" for r in range(8)]
+
+
+def test_elastic_job_shrinks_when_workers_stay_unschedulable() -> None:
+    job = make_job(status={"restartEpoch": 0, "restarts": 0, "replicas": 4}, **ELASTIC)
+    created = rfc3339(NOW - timedelta(seconds=31))
+    unsched = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no GPUs"}]
+    pods = [pod(job, 0, 0), pod(job, 0, 1)] + [pod(job, 0, r, "Pending", conditions=unsched, extra={}) for r in (2, 3)]
+    pods = [replace(q, created=created) for q in pods]
+    p = plan(job, pods)
+    assert p.status["replicas"] == 2 and p.status["restartEpoch"] == 1 and p.status["restarts"] == 0
+
+
+def test_kubectl_scale_down_is_a_new_epoch() -> None:
+    job = make_job(status={**RUNNING, "replicas": 4}, replicas=2, maxReplicas=4)
+    four = make_job(replicas=4)
+    p = plan(job, running(four))
+    assert p.status["replicas"] == 2 and names(p.create) == ["mnist-1-0", "mnist-1-1"]
+
+
+# -- capacity --------------------------------------------------------------------------------------
+def node(
+    name: str,
+    gpus: int = 8,
+    product: str = "A100",
+    taints: list[dict[str, str]] | None = None,
+    ready: str = "True",
+    **spec: Any,
+) -> NodeView:
+    return node_view(
+        {
+            "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": product}},
+            "spec": {
+                "taints": taints or [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
+                **spec,
+            },
+            "status": {
+                "allocatable": {"nvidia.com/gpu": str(gpus)},
+                "conditions": [{"type": "Ready", "status": ready}],
+            },
+        }
+    )
+
+
+def test_workers_that_fit_respects_type_taints_cordon_and_readiness() -> None:
+    job = make_job(gpusPerReplica=2, gpuType="A100")
+    nodes = [
+        node("a"),
+        node("b", product="H100"),
+        node("c", taints=[{"key": "lepton.ai/spot", "value": "true", "effect": "NoSchedule"}]),
+        node("d", unschedulable=True),
+        node("e", ready="Unknown"),
+        node("f"),
+    ]
+    assert workers_that_fit(job, nodes, used={"a": 3, "f": 8}, own={"f": 2}) == 2 + 1
+
+
+def test_tolerations() -> None:
+    assert tolerates([{"operator": "Exists"}], ("x", "y", "NoSchedule"))
+    assert tolerates([{"key": "x", "value": "y", "effect": "NoSchedule"}], ("x", "y", "NoSchedule"))
+    assert not tolerates([{"key": "x", "value": "z"}], ("x", "y", "NoSchedule"))
+    assert not tolerates([{"key": "x", "operator": "Exists", "effect": "NoExecute"}], ("x", "", "NoSchedule"))
