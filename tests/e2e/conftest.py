@@ -6,23 +6,15 @@ from collections.abc import Generator, Iterator
 
 import pytest
 from lepton_cluster.cluster import Cluster
-from lepton_cluster.testing import wait_for
-
-from .support import REPO, OperatorProcess
+from lepton_cluster.jobs import REPO, install_crds
+from lepton_cluster.operator import OperatorProcess
 
 _operators: list[OperatorProcess] = []
 
 
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/trainingjobs.lepton.ai")
-    # The API server serves the new kind a moment after Established; wait until a list succeeds.
-    wait_for(
-        lambda: cluster.kubectl("get", "trainingjobs", "-A", check=False).returncode == 0,
-        30,
-        message="trainingjobs to be served",
-    )
+    install_crds(cluster)
 
 
 @pytest.fixture(scope="session")

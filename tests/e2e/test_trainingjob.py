@@ -7,14 +7,11 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 from lepton_cluster.cluster import Cluster
-from lepton_cluster.testing import wait_for
-
-from .support import (
+from lepton_cluster.jobs import (
     GROUP,
     PLURAL,
     REPO,
     VERSION,
-    OperatorProcess,
     condition,
     create_job,
     custom,
@@ -26,6 +23,8 @@ from .support import (
     status,
     wait_phase,
 )
+from lepton_cluster.operator import OperatorProcess
+from lepton_cluster.testing import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
 
