@@ -1,0 +1,109 @@
+"""Failover time on the local control plane, over N trials: pod failure -> new epoch Running, node loss -> Running.
+
+    .venv/bin/python bench/failover.py [--trials 20]
+
+Starts the control plane if none runs, installs the CRDs, runs the operator as a process, prints the
+median and p95 and writes bench/results/failover.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from lepton_cluster.cluster import Cluster
+from lepton_cluster.jobs import REPO, create_job, install_crds, job_manifest, live_pods, status, wait_phase
+from lepton_cluster.operator import OperatorProcess
+from lepton_cluster.testing import create_namespace, delete_namespace, unique_name, wait_for
+
+RESULTS = Path(__file__).parent / "results" / "failover.json"
+
+
+def running_epoch(cluster: Cluster, ns: str, name: str, epoch: int) -> None:
+    def reached() -> bool:
+        st = status(cluster, ns, name)
+        return st.get("restartEpoch") == epoch and st.get("phase") == "Running"
+
+    wait_for(reached, 60, interval=0.02, message=f"{name} epoch {epoch} running")
+
+
+def pod_failure_trial(cluster: Cluster, ns: str, trial: int) -> float:
+    name = f"pf-{trial}"
+    create_job(cluster, ns, job_manifest(name, replicas=4, failurePolicy={"maxRestarts": 5}))
+    wait_phase(cluster, ns, name, "Running", timeout=60)
+    t0 = time.monotonic()
+    cluster.fail_pod(ns, f"{name}-0-1", exit_code=137)
+    running_epoch(cluster, ns, name, 1)
+    return time.monotonic() - t0
+
+
+def node_loss_trial(cluster: Cluster, ns: str, trial: int) -> float:
+    name, pool = f"nl-{trial}", unique_name("bench-pool")
+    nodes = cluster.add_nodes(3, labels={"lepton.ai/bench-pool": pool})
+    try:
+        manifest = job_manifest(name, replicas=2, gpusPerReplica=8, nodeSelector={"lepton.ai/bench-pool": pool})
+        create_job(cluster, ns, manifest)
+        wait_phase(cluster, ns, name, "Running", timeout=60)
+        victim = live_pods(cluster, ns, name)[0]["spec"]["nodeName"]
+        t0 = time.monotonic()
+        cluster.set_node_not_ready(victim)
+        running_epoch(cluster, ns, name, 1)
+        return time.monotonic() - t0
+    finally:
+        for node in nodes:
+            cluster.delete_node(node)
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "median_s": round(statistics.median(ordered), 3),
+        "p95_s": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 3),
+        "max_s": round(ordered[-1], 3),
+        "trials": len(ordered),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=20)
+    args = parser.parse_args()
+    cluster = Cluster.from_env()
+    started = not cluster.is_ready()
+    if started:
+        cluster.up()
+    install_crds(cluster)
+    operator = OperatorProcess(cluster.kubeconfig, REPO / "run" / "bench")
+    operator.start()
+    ns = create_namespace(cluster, unique_name("bench-failover"))
+    try:
+        pod = [pod_failure_trial(cluster, ns, i) for i in range(args.trials)]
+        node = [node_loss_trial(cluster, ns, i) for i in range(args.trials)]
+    finally:
+        delete_namespace(cluster, ns)
+        operator.stop()
+        if started:
+            cluster.down()
+    result = {
+        "pod_failure_to_running": summary(pod),
+        "node_not_ready_to_running": summary(node),
+        "machine": f"{platform.node()} {platform.machine()} cpus={os.cpu_count()}",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'scenario':<34}{'median':>10}{'p95':>10}{'max':>10}")
+    for key in ("pod_failure_to_running", "node_not_ready_to_running"):
+        s = result[key]
+        assert isinstance(s, dict)
+        print(f"{key:<34}{s['median_s']:>9.2f}s{s['p95_s']:>9.2f}s{s['max_s']:>9.2f}s")
+    print(f"written to {RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
