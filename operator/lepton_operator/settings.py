@@ -25,6 +25,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     # Only our children are watched and held in memory, filtered by the API server.
     for resource in ("pods", "services"):
         settings.watching.label_selectors[resource] = f"{LABEL_MANAGED_BY}={MANAGER}"
+    settings.watching.label_selectors["configmaps"] = "lepton.ai/prices=true"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10

@@ -156,8 +156,8 @@ def test_active_deadline_fails_the_job() -> None:
 
 
 def test_active_deadline_requeues_until_due() -> None:
-    job = make_job(status={"startTime": rfc3339(NOW - timedelta(seconds=20)), "replicas": 2}, activeDeadlineSeconds=60)
-    assert plan(job, running(job), True, NOW).requeue_after == pytest.approx(40)
+    job = make_job(status={"startTime": rfc3339(NOW - timedelta(seconds=35)), "replicas": 2}, activeDeadlineSeconds=60)
+    assert plan(job, running(job), True, NOW).requeue_after == pytest.approx(25)
 
 
 @pytest.mark.parametrize(("age", "deleted", "requeue"), [(5, False, 25), (30, True, None)])

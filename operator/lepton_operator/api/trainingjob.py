@@ -219,6 +219,40 @@ class ElasticPolicy(KubeModel):
     )
 
 
+class Budget(KubeModel):
+    """A cost cap: the job is suspended (BudgetExceeded) when it is reached; raising it resumes the job."""
+
+    max_usd: float = Field(description="Most the job may cost, in USD.", gt=0, le=10_000_000)
+    basis: Literal["Accrued", "Projected"] = Field(
+        default="Accrued",
+        description="Accrued: stop when the cost so far reaches maxUSD; Projected: also when the projected total "
+        "(cost so far + rate x ETA) would exceed it.",
+    )
+
+
+class PriceOverride(KubeModel):
+    """This job's prices, replacing entries of the operator's price table."""
+
+    gpus: dict[str, dict[str, float]] | None = Field(
+        default=None,
+        description="By GPU product: {onDemand, spot, relativeSpeed} ($/GPU-hour).",
+        max_length=16,
+        json_schema_extra={
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "onDemand": {"type": "number", "minimum": 0, "maximum": 1000, "description": "$/GPU-hour."},
+                    "spot": {"type": "number", "minimum": 0, "maximum": 1000, "description": "$/GPU-hour on spot."},
+                    "relativeSpeed": {"type": "number", "minimum": 0, "maximum": 100, "description": "vs A100."},
+                },
+                "required": ["onDemand"],
+            }
+        },
+    )
+    cpu_core_hour: float | None = Field(default=None, description="$/CPU-core-hour.", ge=0, le=100)
+    memory_gib_hour: float | None = Field(default=None, description="$/GiB-hour.", ge=0, le=100)
+
+
 class Resources(KubeModel):
     """CPU and memory for each worker (requests = limits)."""
 
@@ -328,6 +362,13 @@ class TrainingJobSpec(KubeModel):
     checkpoint: Checkpoint | None = Field(default=None, description="Checkpoint volume shared across epochs.")
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy, description="Failure handling.")
     elastic_policy: ElasticPolicy = Field(default_factory=ElasticPolicy, description="Elastic resizing.")
+    budget: Budget | None = Field(default=None, description="Cost cap.")
+    cost_policy: Literal["speed", "balanced", "cost"] = Field(
+        default="balanced",
+        description="Placement of new epochs: speed = fastest GPU type, on-demand; cost = cheapest $/GPU-hour, "
+        "spot preferred; balanced = best speed per dollar (spot allowed).",
+    )
+    prices: PriceOverride | None = Field(default=None, description="Per-job price overrides.")
     suspend: bool = Field(default=False, description="Delete the pods but keep the job and its status.")
     managed_by: str | None = Field(
         default=None,
@@ -392,6 +433,20 @@ class LastFailure(KubeModel):
     time: str = Field(description="When the operator saw it (RFC 3339).", max_length=64)
 
 
+class CostStatus(KubeModel):
+    """What the job has cost (OpenCost's allocation formula) and will cost."""
+
+    gpu_hours: float = Field(default=0.0, description="GPU-hours accrued.", ge=0, le=1e9)
+    accrued_usd: float = Field(default=0.0, description="Cost accrued, USD (full precision).", ge=0, le=1e12)
+    estimated_cost_usd: str = Field(default="0.00", description="Cost accrued, USD, 2 decimals.", max_length=32)
+    rate_usd_per_hour: str = Field(default="0.00", description="Current burn rate, USD per hour.", max_length=32)
+    projected_total_usd: str | None = Field(
+        default=None, description="Accrued + rate x ETA, when progress reports an ETA.", max_length=32
+    )
+    price_source: str = Field(default="", description="Which price table was used.", max_length=256)
+    last_accrual: str | None = Field(default=None, description="Time accrued up to (RFC 3339).", max_length=64)
+
+
 class TrainingJobStatus(KubeModel):
     """What the operator observed; read with kubectl get/describe."""
 
@@ -418,6 +473,7 @@ class TrainingJobStatus(KubeModel):
     restarts: int | None = Field(default=None, description="Restart epochs so far.", ge=0, le=2**31)
     restart_epoch: int | None = Field(default=None, description="Epoch whose pods run now.", ge=0, le=2**31)
     last_failure: LastFailure | None = Field(default=None, description="The most recent worker failure.")
+    cost: CostStatus | None = Field(default=None, description="Cost so far, rate and projection.")
     epoch_start_time: str | None = Field(
         default=None, description="When the current epoch was created (RFC 3339).", max_length=64
     )
@@ -451,6 +507,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Ready", "type": "string", "jsonPath": ".status.ready", "description": "ready/desired workers"},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
+    {"name": "GPU-H", "type": "number", "jsonPath": ".status.cost.gpuHours"},
+    {"name": "Cost", "type": "string", "jsonPath": ".status.cost.estimatedCostUSD", "description": "USD"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]

@@ -11,6 +11,7 @@ from lepton_trainer.launch import merge_rdzv_conf
 from ..api.trainingjob import TrainingJob
 from ..constants import API_VERSION, GPU_PRODUCT_LABEL, GPU_RESOURCE, HOSTNAME_LABEL, TRAININGJOB_KIND
 from .names import job_labels, pod_labels, pod_name, service_name
+from .placement import SPOT_TOLERATION, Placement
 
 CONTAINER = "trainer"
 CHECKPOINT_VOLUME = "checkpoints"
@@ -110,21 +111,32 @@ def _checkpoint_volume(job: TrainingJob) -> dict[str, Any] | None:
     return {"name": CHECKPOINT_VOLUME, **source}
 
 
-def _node_affinity(job: TrainingJob, avoid_nodes: Collection[str]) -> dict[str, Any] | None:
-    """Require the GPU product, and keep away from nodes the operator saw fail."""
+def _node_affinity(
+    job: TrainingJob, avoid_nodes: Collection[str], placement: Placement | None
+) -> dict[str, Any] | None:
+    """Require the GPU product, keep away from nodes the operator saw fail, prefer what costPolicy ranks best."""
     terms: list[dict[str, Any]] = []
     if job.spec.gpu_type:
         terms.append({"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [job.spec.gpu_type]})
     if avoid_nodes:
         terms.append({"key": HOSTNAME_LABEL, "operator": "NotIn", "values": sorted(avoid_nodes)})
-    if not terms:
-        return None
-    required = {"nodeSelectorTerms": [{"matchExpressions": terms}]}
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+    affinity: dict[str, Any] = {}
+    if terms:
+        affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
+            "nodeSelectorTerms": [{"matchExpressions": terms}]
+        }
+    if placement and placement.preferred:
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = placement.preferred_terms()
+    return {"nodeAffinity": affinity} if affinity else None
 
 
 def worker_pod(
-    job: TrainingJob, epoch: int, rank: int, world_size: int, avoid_nodes: Collection[str] = ()
+    job: TrainingJob,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    avoid_nodes: Collection[str] = (),
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
     """One worker of one epoch. restartPolicy Never: the operator, not the kubelet, decides restarts."""
     spec, meta = job.spec, job.metadata
@@ -158,7 +170,9 @@ def worker_pod(
         "terminationGracePeriodSeconds": 30,
         "enableServiceLinks": False,
     }
-    if affinity := _node_affinity(job, avoid_nodes):
+    if placement and placement.tolerate_spot and spec.gpus_per_replica:
+        pod_spec["tolerations"].append(SPOT_TOLERATION)
+    if affinity := _node_affinity(job, avoid_nodes, placement):
         pod_spec["affinity"] = affinity
     if volume := _checkpoint_volume(job):
         pod_spec["volumes"] = [volume]

@@ -28,6 +28,7 @@ from ..constants import (
 from ..kube.client import ApiError, Kube
 from ..kube.events import post_event
 from ..kube.usage import GpuUsage
+from ..prices import DEFAULT_PRICES, PriceTable
 from ..reconcile.capacity import NodeView, node_view, workers_that_fit
 from ..reconcile.observe import PodView, pod_view
 from ..reconcile.trainingjob import Observed, Plan, plan, rfc3339, target_size
@@ -61,6 +62,7 @@ class TrainingJobController:
         # Status we wrote whose watch event has not reached the index yet: key -> (based-on rv, new body).
         self._written: dict[Key, tuple[str, dict[str, Any]]] = {}
         self._deleted_nodes: dict[str, float] = {}
+        self.prices: PriceTable = DEFAULT_PRICES
 
     async def trigger(self, key: Key, idx: Indexes) -> None:
         async def once() -> float | None:
@@ -135,9 +137,14 @@ class TrainingJobController:
             return None
         pods = list(idx.pods.get(key, []))
         lost = self.lost_nodes(idx)
+        nodes = {q.node: n for q in pods if q.node for n in idx.nodes.get(q.node, [])}
+        prices = self.prices.merged(
+            job.spec.prices.to_wire() if job.spec.prices else None, f"spec.prices over {self.prices.source}"
+        )
         try:
             capacity = await self._capacity(job, pods, idx, lost)
-            decision = plan(job, Observed(pods, key in idx.services, lost, capacity), now)
+            seen = Observed(pods, key in idx.services, lost, capacity, nodes, prices)
+            decision = plan(job, seen, now)
             await self._apply(key, body, decision, now)
         except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
             tries = self._failures[key] = self._failures.get(key, 0) + 1

@@ -24,6 +24,7 @@ class PodView:
     message: str | None = None  # termination message or pod message
     started_at: str | None = None
     created: str | None = None  # metadata.creationTimestamp
+    finished_at: str | None = None  # when the container terminated
 
 
 def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
@@ -68,4 +69,5 @@ def pod_view(pod: dict[str, Any]) -> PodView:
         message=term.get("message") or status.get("message"),
         started_at=running.get("startedAt") or term.get("startedAt"),
         created=meta.get("creationTimestamp"),
+        finished_at=term.get("finishedAt"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,7 @@ from ..api.trainingjob import LastFailure, TrainingJob
 from ..builders.names import pod_name, selector
 from ..builders.trainingjob import headless_service, worker_pod
 from ..constants import (
+    COND_BUDGET,
     COND_FAILED,
     COND_RESTARTING,
     COND_RUNNING,
@@ -18,7 +20,10 @@ from ..constants import (
     COND_SUCCEEDED,
     COND_SUSPENDED,
 )
+from ..prices import DEFAULT_PRICES, PriceTable
+from .capacity import NodeView
 from .conditions import is_true, set_condition
+from .cost import COST_WRITE_INTERVAL, accrue, over_budget, placement
 from .failover import Action, Verdict, classify, worst
 from .observe import PodView
 
@@ -57,6 +62,9 @@ class Observed:
     service_exists: bool = True
     lost_nodes: frozenset[str] = frozenset()  # NotReady, unreachable or deleted nodes
     capacity: int | None = None  # workers of this job's shape that fit if its own pods were gone; None = unknown
+    nodes: Mapping[str, NodeView] = field(default_factory=dict)  # for prices: GPU product, spot or on-demand
+    prices: PriceTable = field(default_factory=lambda: DEFAULT_PRICES)
+    eta_seconds: float | None = None  # from the trainer's progress, for the projected cost
 
 
 def rfc3339(now: datetime) -> str:
@@ -153,7 +161,8 @@ class _Pass:
         st = self.status
         epoch, world = st.restart_epoch or 0, st.replicas or target_size(self.job)
         avoid = sorted(self.seen.lost_nodes)[:32]
-        self.plan.create += [worker_pod(self.job, epoch, r, world, avoid) for r in range(world) if r not in have]
+        where = placement(self.job, self.seen.prices)
+        self.plan.create += [worker_pod(self.job, epoch, r, world, avoid, where) for r in range(world) if r not in have]
 
     def new_epoch(self, pods: list[PodView], reason: str, message: str, *, counts: bool, world: int) -> Plan:
         """Replace every pod of the current epoch with the next epoch's (in the same pass unless backing off)."""
@@ -182,10 +191,21 @@ class _Pass:
         self.status.phase = phase_of(self.conditions)  # type: ignore[assignment]
         self.status.observed_generation = self.generation
         self.status.selector = selector(self.job.metadata["name"])
-        new = self.status.to_wire()
-        if new != self.old.to_wire():
+        new, old = self.status.to_wire(), self.old.to_wire()
+        if new.get("cost") != old.get("cost") and _without_cost(new) == _without_cost(old):
+            # Only the cost moved: refresh it every COST_WRITE_INTERVAL, not on every pass.
+            last = self.old.cost.last_accrual if self.old.cost else None
+            if last and seconds_since(last, self.now) < COST_WRITE_INTERVAL:
+                new = old
+        if new != old:
             self.plan.status = new
+        if self.status.cost and self.status.cost.rate_usd_per_hour != "0.00":
+            self.plan.requeue(COST_WRITE_INTERVAL)
         return self.plan
+
+
+def _without_cost(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k != "cost"}
 
 
 def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
@@ -213,17 +233,24 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
                 p.plan.requeue(left)
         return p.result()
 
-    if spec.suspend:
+    st.cost = accrue(job, seen.pods, seen.nodes, seen.prices, now, seen.eta_seconds)
+    budget_stop = over_budget(job, st.cost)
+    if budget_stop:
+        p.cond(COND_BUDGET, True, "BudgetExceeded", budget_stop, warning=True)
+    else:
+        p.drop(COND_BUDGET, "WithinBudget", "cost is within spec.budget")
+    if spec.suspend or budget_stop:
         p.delete(current)
-        p.cond(COND_SUSPENDED, True, "Suspended", "spec.suspend is true: pods deleted, status kept")
+        why = budget_stop or "spec.suspend is true"
+        p.cond(COND_SUSPENDED, True, "BudgetExceeded" if budget_stop else "Suspended", f"{why}: pods deleted")
         p.drop(COND_RUNNING, "Suspended", "job is suspended")
         p.drop(COND_RESTARTING, "Suspended", "job is suspended")
         st.start_time = None
         st.ready_replicas = 0
         st.ready = f"0/{st.replicas or target_size(job)}"
-        st.message = "suspended"
+        st.message = f"suspended: {why}"
         return p.result()
-    p.drop(COND_SUSPENDED, "Resumed", "spec.suspend is false")
+    p.drop(COND_SUSPENDED, "Resumed", "spec.suspend is false and the cost is within budget")
 
     deadline = spec.active_deadline_seconds
     if deadline is not None and st.start_time:
