@@ -27,16 +27,17 @@ class OperatorProcess:
     def __init__(self, kubeconfig: Path, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.kubeconfig, self.log_dir, self.extra_env = kubeconfig, log_dir, env or {}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
+        self.port = self.metrics_port = 0
         self.log_path = log_dir / "operator.log"
 
     def start(self, timeout: float = 30.0) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port, self.metrics_port = free_port(), free_port()
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "LEPTON_LIVENESS_PORT": str(self.port),
+            "LEPTON_METRICS_PORT": str(self.metrics_port),
             **self.extra_env,
         }
         with self.log_path.open("ab") as log:
@@ -73,3 +74,9 @@ class OperatorProcess:
         if not self.log_path.exists():
             return "(no operator log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def metrics(self) -> str:
+        """The operator's /metrics page."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            text: str = resp.read().decode()
+            return text

@@ -7,14 +7,16 @@ import logging
 
 import kopf
 
-from . import handlers, settings  # noqa: F401  (registers the handlers)
+from . import handlers, metrics, settings  # noqa: F401  (registers the handlers)
 from .config import OperatorConfig
 
 
 def main() -> None:
     config = OperatorConfig()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    probe = f"http://127.0.0.1:{config.liveness_port}/healthz" if config.liveness_port else None
+    probe = f"http://{config.listen_host}:{config.liveness_port}/healthz" if config.liveness_port else None
+    if config.metrics_port:
+        metrics.serve(config.metrics_port, config.listen_host)
     asyncio.run(
         kopf.operator(
             clusterwide=not config.namespaces,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import calendar
 import logging
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import aiohttp
 import kopf
 from pydantic import ValidationError
 
+from .. import metrics
 from ..api.trainingjob import TrainingJob
 from ..constants import (
     API_VERSION,
@@ -38,6 +40,7 @@ log = logging.getLogger("lepton_operator.trainingjob")
 Key = tuple[str, str]
 CHILD_LABELS = {LABEL_NAME: "trainingjob", LABEL_MANAGED_BY: MANAGER}
 DELETED_NODE_MEMORY = 600.0  # seconds a deleted node counts as lost
+RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass
@@ -71,6 +74,7 @@ class TrainingJobController:
         await self.coalescer.trigger(key, once)
 
     def forget(self, key: Key) -> None:
+        metrics.JOBS.jobs.pop(key, None)
         self.coalescer.forget(key)
         self._written.pop(key, None)
         self._failures.pop(key, None)
@@ -125,6 +129,10 @@ class TrainingJobController:
         return workers_that_fit(job, nodes, await self.usage.used(), own)
 
     async def reconcile(self, key: Key, idx: Indexes) -> float | None:
+        with metrics.RECONCILE.time():
+            return await self._reconcile(key, idx)
+
+    async def _reconcile(self, key: Key, idx: Indexes) -> float | None:
         store = idx.jobs.get(key)
         if not store:
             return None
@@ -152,8 +160,23 @@ class TrainingJobController:
             log.warning("trainingjob %s/%s: apply failed (%s); retrying in %.1fs", *key, exc, delay)
             return delay
         self._failures.pop(key, None)
+        self._observe(key, body, decision)
         requeue: float | None = decision.requeue_after
         return requeue
+
+    def _observe(self, key: Key, body: dict[str, Any], p: Plan) -> None:
+        """Metrics from one applied pass."""
+        st = p.status if p.status is not None else body.get("status") or {}
+        cost = st.get("cost") or {}
+        metrics.JOBS.jobs[key] = metrics.JobFacts(
+            key[0], st.get("phase") or "Pending", cost.get("gpuHours", 0.0), cost.get("accruedUsd", 0.0)
+        )
+        if p.new_epoch_reason and p.new_epoch_reason != "Resized":
+            metrics.RESTARTS.labels(key[0], p.new_epoch_reason).inc()
+        if p.failover_seconds is not None:
+            metrics.FAILOVER.observe(p.failover_seconds)
+        if p.first_pods_complete and (created := body["metadata"].get("creationTimestamp")):
+            metrics.APPLY_TO_PODS.observe(max(0.0, time.time() - calendar.timegm(time.strptime(created, RFC3339))))
 
     async def _apply(self, key: Key, body: dict[str, Any], p: Plan, now: datetime) -> None:
         ns, name = key

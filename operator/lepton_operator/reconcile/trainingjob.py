@@ -49,6 +49,9 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None  # seconds until time alone changes the decision
     delete_job: bool = False
+    new_epoch_reason: str | None = None  # a new epoch starts in this pass, and why
+    first_pods_complete: bool = False  # this pass creates the last missing pod of the job's first epoch
+    failover_seconds: float | None = None  # a restarted epoch became fully running: time since the failure
 
     def requeue(self, seconds: float) -> None:
         self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
@@ -174,6 +177,7 @@ class _Pass:
         st.message = f"restarting ({reason}): {message}"
         self.delete(pods)
         resized = reason == "Resized"
+        self.plan.new_epoch_reason = reason
         self.plan.events.append(
             Event("Normal" if resized else "Warning", reason, f"epoch {st.restart_epoch}: {message}")
         )
@@ -330,6 +334,8 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
     elif len(current) >= world and all(q.node for q in current if q.rank < world):
         p.cond(COND_SCHEDULED, True, "AllScheduled", f"all {world} workers are bound to nodes")
     if ready + len(ignored) >= world:
+        if not is_true(p.conditions, COND_RUNNING) and last is not None and last.action == "RestartJob" and epoch > 0:
+            p.plan.failover_seconds = seconds_since(last.time, now)
         p.cond(COND_RUNNING, True, "AllWorkersRunning", f"all {world} workers of epoch {epoch} are running")
         p.drop(COND_RESTARTING, "AllWorkersRunning", f"epoch {epoch} is running")
         st.start_time = st.start_time or p.stamp
