@@ -170,9 +170,10 @@ class Agent:
             raise TimeoutError(f"agent {self.name} still running after {timeout} s; log:\n{self.tail()}") from None
 
     def kill(self) -> None:
-        """SIGKILL the agent and its workers (a lost node)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        """SIGKILL the agent and its workers (a lost node; torchrun puts workers in own sessions)."""
+        for pid in [*children(self.proc.pid), self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

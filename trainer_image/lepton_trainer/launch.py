@@ -7,15 +7,18 @@ torchrun, which reads every ``PET_*`` variable itself:
   worker's port and burnt restarts (see docs/trainer.md);
 - rendezvous keep-alive every 1 s, a node declared dead after 3 missed beats (not fewer: 2 split a
   job in two), a 2 s last call: survivors of a lost node re-form in seconds, not ~48 s;
-- ``PET_NNODES`` / ``PET_NPROC_PER_NODE`` default to ``1`` / ``1`` so the bare image runs standalone.
+- ``PET_NNODES`` / ``PET_NPROC_PER_NODE`` default to ``1`` / ``1`` so the bare image runs standalone;
+- for ``lepton_trainer.train`` it forks a zygote that imports torch once, so (re)started workers
+  skip the import (``LEPTON_ZYGOTE=0`` turns that off; see lepton_trainer.zygote).
 
-It imports nothing heavy: torch is imported once, by torchrun.
+It imports nothing heavy itself.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Mapping, MutableMapping, Sequence
 
 from lepton_trainer import contract
@@ -60,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(__doc__)
         return
     prepare_env(os.environ)
+    if "lepton_trainer.train" in args and os.environ.get(contract.ZYGOTE, "1") != "0":
+        from lepton_trainer import zygote
+
+        path = os.path.join(tempfile.gettempdir(), f"lepton-zygote-{os.getpid()}.sock")
+        zygote.start(path)
+        os.environ[contract.ZYGOTE_SOCKET] = path
     cmd = torchrun_argv(args)
     os.execv(cmd[0], cmd)
 

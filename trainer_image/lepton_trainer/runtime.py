@@ -93,6 +93,15 @@ def seed_everything(seed: int, device_type: str = "cpu") -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def apply_thread_env() -> None:
+    """Honour OMP_NUM_THREADS even when torch was imported before it was set (zygote children)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.isdigit() and int(value) > 0:
+        import torch
+
+        torch.set_num_threads(int(value))
+
+
 def init_process_group(env: RankEnv, device: str, timeout_s: float) -> str | None:
     """Join the torchrun-provided process group; returns the backend (None when standalone)."""
     if not env.distributed:

@@ -26,6 +26,16 @@ def configure_logging(rank: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one worker: in a child of the launcher's zygote when there is one, else here."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    from lepton_trainer.zygote import run_via_zygote
+
+    code = run_via_zygote(args)
+    return run(args) if code is None else code
+
+
+def run(argv: Sequence[str]) -> int:
+    """The worker itself."""
     env = RankEnv.from_env()
     configure_logging(env.rank)
     cfg = parse_args(argv)

@@ -75,6 +75,7 @@ class Trainer:
     def setup(self) -> None:
         cfg, env = self.cfg, self.env
         t = time.perf_counter()
+        runtime.apply_thread_env()
         self.device = torch.device(
             runtime.select_device(cfg.device, env.local_rank, torch.cuda.is_available(), torch.cuda.device_count())
         )
