@@ -239,6 +239,9 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
 
     st.cost = accrue(job, seen.pods, seen.nodes, seen.prices, now, seen.eta_seconds)
     budget_stop = over_budget(job, st.cost)
+    rate = float(st.cost.rate_usd_per_hour)
+    if spec.budget and rate > 0 and not budget_stop:  # look again when the budget would run out
+        p.plan.requeue(max(1.0, (spec.budget.max_usd - st.cost.accrued_usd) / rate * 3600))
     if budget_stop:
         p.cond(COND_BUDGET, True, "BudgetExceeded", budget_stop, warning=True)
     else:
