@@ -126,7 +126,8 @@ class TrainingJobController:
             if q.node and q.phase not in ("Succeeded", "Failed"):
                 own[q.node] = own.get(q.node, 0) + spec.gpus_per_replica
         nodes = [n for store in idx.nodes.values() for n in store if n.name not in lost]
-        return workers_that_fit(job, nodes, await self.usage.used(), own)
+        used = await self.usage.used()
+        return None if used is None else workers_that_fit(job, nodes, used, own)
 
     async def reconcile(self, key: Key, idx: Indexes) -> float | None:
         with metrics.RECONCILE.time():

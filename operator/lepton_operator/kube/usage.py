@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from ..reconcile.capacity import gpus_by_node
-from .client import Kube
+from .client import ApiError, Kube
+
+log = logging.getLogger("lepton_operator.usage")
 
 LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 
@@ -19,11 +22,22 @@ class GpuUsage:
         self._at = -1e9
         self._used: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        self._forbidden = False
 
-    async def used(self) -> dict[str, int]:
+    async def used(self) -> dict[str, int] | None:
+        """GPUs requested per node; None when this identity may not list pods cluster-wide (namespaced mode)."""
         async with self._lock:
+            if self._forbidden:
+                return None
             if time.monotonic() - self._at > self.ttl:
-                pods = await self.kube.list("v1", "pods", fieldSelector=LIVE_PODS, resourceVersion="0")
+                try:
+                    pods = await self.kube.list("v1", "pods", fieldSelector=LIVE_PODS, resourceVersion="0")
+                except ApiError as exc:
+                    if exc.status != 403:
+                        raise
+                    log.warning("cannot list pods cluster-wide: elastic jobs start at spec.replicas (%s)", exc)
+                    self._forbidden = True
+                    return None
                 self._used, self._at = gpus_by_node(pods), time.monotonic()
             return self._used
 
