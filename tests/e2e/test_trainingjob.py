@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -52,7 +53,7 @@ def test_sample_job_runs_on_gpu_nodes_and_succeeds(cluster: Cluster, namespace: 
         assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     table = cluster.kubectl("get", "tj", "-n", namespace).stdout
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "READY", "RESTARTS", "AGE"]
+    assert header.split() == ["NAME", "PHASE", "READY", "RESTARTS", "GPU-H", "COST", "AGE"]
     assert row.split()[:4] == ["digits", "Running", "2/2", "0"]
     assert condition(st, "Running")["status"] == "True"
     for pod in pods:
@@ -92,7 +93,7 @@ def test_invalid_spec_is_refused_with_the_field_named(
     with pytest.raises(ApiException) as err:
         create_job(cluster, namespace, manifest)
     assert err.value.status == 422
-    assert message in err.value.body, err.value.body
+    assert message in json.loads(err.value.body)["message"], err.value.body
     assert custom(cluster).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"] == []
     assert job_pods(cluster, namespace, f"bad-{case}") == []
 
@@ -101,7 +102,7 @@ def test_invalid_spec_is_refused_with_the_field_named(
 def test_bad_name_and_immutable_fields_are_refused(cluster: Cluster, namespace: str) -> None:
     with pytest.raises(ApiException) as err:
         create_job(cluster, namespace, job_manifest("x" * 49))
-    assert "metadata.name must be a DNS-1035 label of at most 48 characters" in err.value.body
+    assert "metadata.name must be a DNS-1035 label of at most 48 characters" in json.loads(err.value.body)["message"]
     create_job(cluster, namespace, job_manifest("keep", gpuType="NVIDIA-A100-SXM4-80GB"))
     for patch, field in (
         ({"spec": {"gpuType": "NVIDIA-H100-80GB-HBM3"}}, "gpuType is immutable"),
@@ -110,7 +111,7 @@ def test_bad_name_and_immutable_fields_are_refused(cluster: Cluster, namespace: 
     ):
         with pytest.raises(ApiException) as err:
             patch_job(cluster, namespace, "keep", patch)
-        assert err.value.status == 422 and field in err.value.body, err.value.body
+        assert err.value.status == 422 and field in json.loads(err.value.body)["message"], err.value.body
     assert get_job(cluster, namespace, "keep")["spec"]["gpuType"] == "NVIDIA-A100-SXM4-80GB"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from lepton_trainer import contract
 from pydantic import Field
@@ -20,6 +20,7 @@ from .base import (
 )
 
 MAX_REPLICAS = 1024
+Arg = Annotated[str, Field(max_length=4096)]
 MAX_NAME_LENGTH = 48  # leaves room for "-<epoch>-<rank>" within a 63-character hostname
 
 _RESERVED_NAMES = ", ".join(f"'{n}'" for n in sorted(contract.RESERVED_NAMES))
@@ -132,11 +133,11 @@ class ExitCodes(KubeModel):
     """A set of container exit codes."""
 
     operator: Literal["In", "NotIn"] = Field(description="In: the code is one of values; NotIn: it is none of them.")
-    values: list[int] = Field(
+    values: list[Annotated[int, Field(ge=1, le=255)]] = Field(
         description="Exit codes (1-255).",
         min_length=1,
         max_length=32,
-        json_schema_extra={"items": {"minimum": 1, "maximum": 255}, "x-kubernetes-list-type": "set"},
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 
 
@@ -305,17 +306,15 @@ class TrainingJobSpec(KubeModel):
     }
 
     image: str = Field(description="Trainer container image.", min_length=1, max_length=512)
-    command: list[str] | None = Field(
+    command: list[Arg] | None = Field(
         default=None,
         description="Entrypoint override; the image's (torchrun) when empty.",
         max_length=64,
-        json_schema_extra={"items": {"maxLength": 4096}},
     )
-    args: list[str] | None = Field(
+    args: list[Arg] | None = Field(
         default=None,
         description="Arguments, e.g. ['-m', 'lepton_trainer.train'].",
         max_length=256,
-        json_schema_extra={"items": {"maxLength": 4096}},
     )
     env: list[EnvVar] | None = Field(
         default=None,

@@ -155,15 +155,24 @@ class TrainingJobController:
             seen = Observed(pods, key in idx.services, lost, capacity, nodes, prices)
             decision = plan(job, seen, now)
             await self._apply(key, body, decision, now)
-        except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
-            tries = self._failures[key] = self._failures.get(key, 0) + 1
-            delay = min(self.backoff_max, 0.5 * (1 << min(tries, 10)))
-            log.warning("trainingjob %s/%s: apply failed (%s); retrying in %.1fs", *key, exc, delay)
-            return delay
+        except ApiError as exc:
+            if exc.namespace_terminating:
+                log.debug("trainingjob %s/%s: namespace is terminating", *key)
+                return None
+            return self._retry_after(key, exc)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return self._retry_after(key, exc)
         self._failures.pop(key, None)
         self._observe(key, body, decision)
         requeue: float | None = decision.requeue_after
         return requeue
+
+    def _retry_after(self, key: Key, exc: Exception) -> float:
+        """Exponential backoff (capped) after a failed apply; the next pass recomputes everything."""
+        tries = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = min(self.backoff_max, 0.5 * (1 << min(tries, 10)))
+        log.warning("trainingjob %s/%s: apply failed (%s); retrying in %.1fs", *key, exc, delay)
+        return delay
 
     def _observe(self, key: Key, body: dict[str, Any], p: Plan) -> None:
         """Metrics from one applied pass."""

@@ -23,6 +23,12 @@ class ApiError(Exception):
     def __init__(self, status: int, method: str, path: str, body: str) -> None:
         super().__init__(f"{method} {path}: HTTP {status}: {body[:500]}")
         self.status = status
+        self.body = body
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: nothing can be created in it any more."""
+        return self.status == 403 and "NamespaceTerminating" in self.body
 
 
 def load_configuration() -> k8s.Configuration:
