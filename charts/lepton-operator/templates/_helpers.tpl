@@ -1,0 +1,116 @@
+{{/* Chart name. */}}
+{{- define "lepton-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: prefix of every object (also of the cluster-scoped ones, so two releases never collide). */}}
+{{- define "lepton-operator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "lepton-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Standard labels. Never app.kubernetes.io/managed-by=lepton-operator: that marks the operator's children. */}}
+{{- define "lepton-operator.labels" -}}
+helm.sh/chart: {{ include "lepton-operator.chart" . }}
+{{ include "lepton-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "lepton-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lepton-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "lepton-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "lepton-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The one watched namespace of rbac.scope=namespace. */}}
+{{- define "lepton-operator.watchNamespace" -}}
+{{- default .Release.Namespace .Values.rbac.namespace -}}
+{{- end -}}
+
+{{/* LEPTON_NAMESPACES: a JSON list; [] = all namespaces. */}}
+{{- define "lepton-operator.namespacesJson" -}}
+{{- if eq .Values.rbac.scope "namespace" -}}
+{{- list (include "lepton-operator.watchNamespace" .) | toJson -}}
+{{- else -}}
+{{- .Values.operator.namespaces | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "lepton-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The namespaced RBAC rules (ClusterRole in scope=cluster, Role in scope=namespace). Every verb is deliberate;
+docs/chart.md has the same table. Derived from operator/lepton_operator/{handlers,kube}/ and checked by
+tests/e2e (the operator runs every e2e scenario with this identity).
+*/}}
+{{- define "lepton-operator.namespacedRules" -}}
+# TrainingJobs: list+watch feed kopf's index and event handler (no get: the operator never reads one by name);
+# delete removes a finished job after spec.ttlSecondsAfterFinished. No create/update/patch of the spec.
+- apiGroups: ["lepton.ai"]
+  resources: ["trainingjobs"]
+  verbs: ["list", "watch", "delete"]
+# One merge-patch of .status per reconcile pass.
+- apiGroups: ["lepton.ai"]
+  resources: ["trainingjobs/status"]
+  verbs: ["patch"]
+# Worker pods and the Service carry an ownerReference with blockOwnerDeletion=true; where the
+# OwnerReferencesPermissionEnforcement admission plugin is on, setting it needs update on the owner's
+# finalizers subresource. Grants nothing else (the operator adds no finalizers).
+- apiGroups: ["lepton.ai"]
+  resources: ["trainingjobs/finalizers"]
+  verbs: ["update"]
+# Worker pods: list+watch (label-selected managed-by=lepton-operator, kopf index), create `<job>-<epoch>-<rank>`,
+# delete on a new epoch, suspend, scale-down or node loss. Pods are never patched or updated. In scope=cluster
+# the cluster-wide list also measures free GPUs for elastic sizing.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch", "create", "delete"]
+# The job's headless Service (rendezvous DNS): created once, deleted by the garbage collector via its ownerReference.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "watch", "create"]
+# One Event per status transition (kubectl describe). Create only: every Event is new.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+# The price table: list+watch of ConfigMaps labelled lepton.ai/prices=true (the label selector is applied by the
+# API server, but RBAC cannot restrict by label: this is read access to ConfigMaps of the scope).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch"]
+{{- end -}}
+
+{{/* The cluster-scoped rules every mode needs. */}}
+{{- define "lepton-operator.nodeRules" -}}
+# Nodes: list+watch for GPU capacity (elastic sizing, costPolicy) and fast node-loss failover
+# (NotReady, unreachable taints, deletion). Read-only: never patched, cordoned or deleted.
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["list", "watch"]
+{{- end -}}
