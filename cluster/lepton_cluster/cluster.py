@@ -248,6 +248,10 @@ class Cluster:
             "kube-controller-manager": ("system:kube-controller-manager", ()),
             "kwok": ("kwok", ("system:masters",)),
         }
+        # The apiserver's client cert for proxying to aggregated APIs; it also fills the
+        # requestheader part of kube-system/extension-apiserver-authentication, which the
+        # scheduler's and controller-manager's delegated authentication read.
+        pki.issue("front-proxy-client", "front-proxy-client")
         ca_b64 = pki.ca_b64()
         for name, (cn, groups) in identities.items():
             pair = pki.issue(name, cn, organizations=groups)
@@ -302,6 +306,13 @@ class Cluster:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 f"--service-cluster-ip-range={c.service_cidr}",
                 "--endpoint-reconciler-type=none",
+                f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
                 "--allow-privileged=true",
@@ -320,6 +331,7 @@ class Cluster:
                 f"--secure-port={p.controller_manager}",
                 f"--cert-dir={c.run_dir / 'certs'}",
                 "--leader-elect=false",
+                f"--flex-volume-plugin-dir={c.run_dir / 'flexvolume'}",
                 "--use-service-account-credentials=true",
                 f"--root-ca-file={pki / 'ca.crt'}",
                 f"--service-account-private-key-file={pki / 'sa.key'}",

@@ -1,10 +1,20 @@
-"""e2e fixtures: the CRDs installed once, and the operator running as a real process."""
+"""e2e fixtures: the CRDs installed once, and the operator running as a real process.
+
+The operator always runs with the Helm chart's identity: the chart's ServiceAccount and RBAC are applied once
+per session (release `lepton-e2e` in `lepton-system`, rendered by `helm template` with the Deployment off), and
+the operator gets a kubeconfig holding a token of that ServiceAccount. A permission the chart lacks shows up as
+a 403 in run/e2e/operator.log and a failing scenario: least privilege, proven on the real scenarios.
+The CRDs come from crds/ (the `crds` fixture), never from a Helm release: no uninstall can remove them.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
+from lepton_cluster.chart import operator_kubeconfig
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.jobs import REPO, install_crds
 from lepton_cluster.operator import OperatorProcess
@@ -18,8 +28,19 @@ def crds(cluster: Cluster) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(cluster.kubeconfig, REPO / "run" / "e2e")
+def operator_identity(cluster: Cluster) -> Iterator[Path]:
+    """A kubeconfig of the chart's ServiceAccount (one per session: it holds this session's token)."""
+    path = REPO / "run" / "e2e" / f"operator-sa-{os.getpid()}.kubeconfig"
+    operator_kubeconfig(cluster, path)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, crds: None, operator_identity: Path) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(operator_identity, REPO / "run" / "e2e")
     proc.start()
     _operators.append(proc)
     try:

@@ -318,7 +318,7 @@ def test_crd_with_status_printer_columns_and_cel_rule(cluster: Cluster, namespac
         )  # fmt: skip
         table = cluster.kubectl("get", f"widgets.{group}", "-n", namespace).stdout
         header, row = table.splitlines()[:2]
-        assert header.split() == ["NAME", "MIN", "MAX", "PHASE", "AGE"]
+        assert header.split() == ["NAME", "MIN", "MAX", "PHASE"]
         assert row.split()[:4] == ["good", "1", "3", "Running"]
 
         with pytest.raises(KubectlError) as err:
