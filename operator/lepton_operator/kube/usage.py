@@ -12,6 +12,7 @@ from .client import ApiError, Kube
 log = logging.getLogger("lepton_operator.usage")
 
 LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+FORBIDDEN_RETRY = 300  # seconds before asking again after a 403 (namespaced mode)
 
 
 class GpuUsage:
@@ -22,12 +23,12 @@ class GpuUsage:
         self._at = -1e9
         self._used: dict[str, int] = {}
         self._lock = asyncio.Lock()
-        self._forbidden = False
+        self._forbidden_until = -1.0
 
     async def used(self) -> dict[str, int] | None:
         """GPUs requested per node; None when this identity may not list pods cluster-wide (namespaced mode)."""
         async with self._lock:
-            if self._forbidden:
+            if time.monotonic() < self._forbidden_until:
                 return None
             if time.monotonic() - self._at > self.ttl:
                 try:
@@ -35,8 +36,10 @@ class GpuUsage:
                 except ApiError as exc:
                     if exc.status != 403:
                         raise
-                    log.warning("cannot list pods cluster-wide: elastic jobs start at spec.replicas (%s)", exc)
-                    self._forbidden = True
+                    log.warning(
+                        "cannot list pods cluster-wide: GPU capacity unknown for %ds (%s)", FORBIDDEN_RETRY, exc
+                    )
+                    self._forbidden_until = time.monotonic() + FORBIDDEN_RETRY
                     return None
                 self._used, self._at = gpus_by_node(pods), time.monotonic()
             return self._used

@@ -365,11 +365,15 @@ def _resize(p: _Pass, current: list[PodView], world: int, target: int, low: int)
         return max(low, min(placed, world - len(stuck))), f"{len(stuck)} workers unschedulable for {timeout}s"
     if waiting and world > low:
         p.plan.requeue(max(0.1, timeout - max(waiting.values())))
-    if world < target and seen.capacity is not None and seen.capacity > world:
+    seen_gen = p.old.observed_generation
+    user_scaled = seen_gen is not None and p.generation is not None and seen_gen != p.generation
+    free = seen.capacity
+    if world < target and ((free is not None and free > world) or (free is None and user_scaled)):
         cooldown = job.spec.elastic_policy.scale_up_cooldown_seconds
         age = seconds_since(p.status.epoch_start_time, now) if p.status.epoch_start_time else cooldown
-        if age >= cooldown and all(q.phase == "Running" for q in current):
-            return min(target, seen.capacity), "more GPUs are free"
+        if user_scaled or (age >= cooldown and all(q.phase == "Running" for q in current)):
+            why = "spec.replicas raised" if user_scaled else "more GPUs are free"
+            return (target if free is None else max(world, min(target, free))), why
         p.plan.requeue(max(0.1, cooldown - age))
         p.cooling = True
     return None
