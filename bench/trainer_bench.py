@@ -1,6 +1,6 @@
 """Trainer benchmarks: throughput vs plain DDP, checkpoint overhead, recovery times.
 
-    .venv/bin/python bench/trainer_bench.py [--quick]
+    .venv/bin/python bench/trainer_bench.py [--quick] [--only SECTION ...]
 
 Prints each figure and writes bench/results/trainer.json. Figures from a shared, noisy 2-core
 machine: runs alternate between the variants and medians are reported.
@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from tests.trainer.support import Agent, free_port, read_json, wait_for  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "trainer.json"
+SECTIONS = ("throughput-digits", "throughput-synthetic", "checkpoint", "worker_kill", "agent_lost")
 GOALS = {"throughput_ratio": 0.97, "checkpoint_overhead_pct": 3.0, "worker_kill_s": 4.0, "agent_lost_s": 10.0}
 
 
@@ -174,20 +175,28 @@ def recovery(workdir: Path, kind: str) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="one repeat of each")
+    p.add_argument("--only", choices=SECTIONS, action="append", help="run these sections, keep the others' results")
     a = p.parse_args()
     reps = 1 if a.quick else 3
-    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "goals": GOALS}
+    sections = a.only or list(SECTIONS)
+    out: dict[str, Any] = (read_json(RESULTS) or {}) if a.only else {}
+    out.update(machine={"cpus": os.cpu_count(), "python": platform.python_version()}, goals=GOALS)
     with tempfile.TemporaryDirectory(prefix="trainer-bench-") as tmp:
         work = Path(tmp)
         import torch
 
         out["machine"]["torch"] = torch.__version__
-        out["throughput"] = {"digits": throughput(work, "digits", reps), "synthetic": throughput(work, "synthetic", 1)}
-        out["checkpoint_overhead"] = {
-            "digits": checkpoint_overhead(work, "digits", 50, ["--epochs", "20"]),
-            "synthetic": checkpoint_overhead(work, "synthetic", 50, ["--epochs", "100", "--max-steps", "150"]),
-        }
+        for workload in ("digits", "synthetic"):
+            if f"throughput-{workload}" in sections:
+                out.setdefault("throughput", {})[workload] = throughput(work, workload, reps)
+        if "checkpoint" in sections:
+            out["checkpoint_overhead"] = {
+                "digits": checkpoint_overhead(work, "digits", 50, ["--epochs", "20"]),
+                "synthetic": checkpoint_overhead(work, "synthetic", 50, ["--epochs", "100", "--max-steps", "150"]),
+            }
         for kind, key in (("worker", "worker_kill"), ("agent", "agent_lost")):
+            if key not in sections:
+                continue
             runs = [recovery(work, kind) for _ in range(reps)]
             secs = [r["seconds"] for r in runs]
             out[key] = {"seconds": secs, "median_s": round(statistics.median(secs), 2), "runs": runs}

@@ -73,7 +73,8 @@ def test_two_workers_train_digits(tmp_path: Path, agents: list[Agent]) -> None:
 
 
 @pytest.mark.timeout(200)
-def test_killed_worker_resumes_from_last_checkpoint(tmp_path: Path, agents: list[Agent]) -> None:
+@pytest.mark.parametrize("victim", [0, 1], ids=["rank0-the-writer", "rank1"])
+def test_killed_worker_resumes_from_last_checkpoint(tmp_path: Path, agents: list[Agent], victim: int) -> None:
     port = free_port()
     args = train_args(tmp_path, "--step-sleep", "0.005")
     a = start(agents, tmp_path, "a", "2", port, args)
@@ -83,25 +84,25 @@ def test_killed_worker_resumes_from_last_checkpoint(tmp_path: Path, agents: list
         120,
         message=lambda: f"two checkpoints; logs:\n{a.tail()}\n{b.tail()}",
     )
-    victim = wait_for(lambda: a.workers().get(0) or b.workers().get(0), 10, message="rank 0's pid")
-    os.kill(victim, signal.SIGKILL)  # the checkpoint writer: the worst case for lost steps
+    pid = wait_for(lambda: a.workers().get(victim) or b.workers().get(victim), 10, message=f"rank {victim}'s pid")
+    os.kill(pid, signal.SIGKILL)
     result = finished(a, 150)
     finished(b, 30)
-    log = a.log() + "\n" + b.log()
-    stopped = [
-        int(m.group(1)) for _, m in a.matches(r"stopped after step=(\d+)") + b.matches(r"stopped after step=(\d+)")
-    ]
-    resumed = [
-        int(m.group(1))
-        for _, m in a.matches(r"resumed from checkpoint step=(\d+)") + b.matches(r"resumed from checkpoint step=(\d+)")
-    ]
-    assert stopped and resumed, log
+
+    def steps(pattern: str) -> list[int]:
+        return [int(m.group(1)) for _, m in a.matches(pattern) + b.matches(pattern)]
+
+    stopped = steps(r"stopped after step=(\d+)")
+    resumed = steps(r"resumed from checkpoint step=(\d+)")
+    assert stopped and resumed, a.log() + "\n" + b.log()
     lost = max(stopped) - min(resumed)
     print(
-        f"\nkilled rank 0 after step {max(stopped)}; resumed at {min(resumed)}: {lost} steps lost; "
+        f"\nkilled rank {victim} after step {max(stopped)}; resumed at {min(resumed)}: {lost} steps lost; "
         f"accuracy {result['testAccuracy']}"
     )
-    assert 0 <= lost <= CHECKPOINT_EVERY
+    # rank 0 is the only writer: losing it costs up to one interval; when it survives a peer's
+    # death it saves the last completed step before the group restarts, so nothing is lost.
+    assert 0 <= lost <= (CHECKPOINT_EVERY if victim == 0 else 0)
     assert isinstance(result["testAccuracy"], float) and result["testAccuracy"] >= GOAL
 
 
