@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from lepton_cluster.cluster import Cluster
 
 _started: list[Cluster] = []
+# Test namespaces of this pytest session start with this prefix, so an operator started by this session
+# (watching "<prefix>-*") never acts on another session's jobs on a shared cluster.
+SESSION_PREFIX = os.environ.get("LEPTON_E2E_PREFIX") or f"t{uuid.uuid4().hex[:4]}"
 _LOG_LINES = 30
 
 
@@ -43,8 +47,8 @@ def cluster() -> Iterator[Cluster]:
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     from lepton_cluster.testing import create_namespace, delete_namespace, unique_name
 
-    base = request.node.name.split("[")[0].removeprefix("test_").replace("_", "-")[:40].strip("-")
-    name = create_namespace(cluster, unique_name(f"t-{base}".lower()))
+    base = request.node.name.split("[")[0].removeprefix("test_").replace("_", "-")[:36].strip("-")
+    name = create_namespace(cluster, unique_name(f"{SESSION_PREFIX}-{base}".lower()))
     try:
         yield name
     finally:

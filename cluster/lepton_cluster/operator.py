@@ -28,7 +28,7 @@ class OperatorProcess:
         self.kubeconfig, self.log_dir, self.extra_env = kubeconfig, log_dir, env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = self.metrics_port = 0
-        self.log_path = log_dir / "operator.log"
+        self.log_path = log_dir / f"operator-{os.getpid()}.log"  # one file per test session or benchmark
 
     def start(self, timeout: float = 30.0) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

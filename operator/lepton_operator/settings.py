@@ -26,9 +26,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     for resource in ("pods", "services"):
         settings.watching.label_selectors[resource] = f"{LABEL_MANAGED_BY}={MANAGER}"
     settings.watching.label_selectors["configmaps"] = "lepton.ai/prices=true"
-    # Resources are resolved once at start-up (the CRDs come with the chart): no CRD/namespace watching,
-    # so the operator needs no RBAC on customresourcedefinitions or namespaces.
-    settings.scanning.disabled = True
+    # Resources are resolved once at start-up (the CRDs come with the chart): no CRD watching, and namespaces
+    # are watched only for glob patterns such as "team-*", so the operator needs no RBAC on CRDs (nor on
+    # namespaces unless it is given patterns).
+    settings.scanning.disabled = not any(ch in ns for ns in config.namespaces for ch in "*?[")
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10

@@ -9,6 +9,7 @@ The CRDs come from crds/ (the `crds` fixture), never from a Helm release: no uni
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from lepton_cluster.chart import operator_kubeconfig
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.jobs import REPO, install_crds
 from lepton_cluster.operator import OperatorProcess
+
+from ..conftest import SESSION_PREFIX
 
 _operators: list[OperatorProcess] = []
 
@@ -40,7 +43,9 @@ def operator_identity(cluster: Cluster) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def operator(cluster: Cluster, crds: None, operator_identity: Path) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(operator_identity, REPO / "run" / "e2e")
+    # Only this session's namespaces: other sessions sharing the cluster run operators of their own.
+    watch = {"LEPTON_NAMESPACES": json.dumps([f"{SESSION_PREFIX}-*"])}
+    proc = OperatorProcess(operator_identity, REPO / "run" / "e2e", env=watch)
     proc.start()
     _operators.append(proc)
     try:

@@ -67,8 +67,9 @@ class Kube:
         return ctx
 
     def _headers(self) -> dict[str, str]:
-        token = self.cfg.get_api_key_with_prefix("authorization")  # refreshes in-cluster tokens
-        return {"Authorization": token} if token else {}
+        """Bearer token headers, as the client's own auth settings give them (refreshes in-cluster tokens)."""
+        auths: dict[str, Any] = dict(self.cfg.auth_settings())
+        return {a["key"]: a["value"] for a in auths.values() if a.get("in") == "header" and a.get("value")}
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
