@@ -113,4 +113,9 @@ tests/e2e (the operator runs every e2e scenario with this identity).
 - apiGroups: [""]
   resources: ["nodes"]
   verbs: ["list", "watch"]
+# Namespaces: list+watch, so that LEPTON_NAMESPACES may hold glob patterns ("team-*"): kopf then discovers the
+# matching namespaces as they come and go. Metadata only; never created, changed or deleted.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
 {{- end -}}
