@@ -114,6 +114,8 @@ class Cluster:
         self.config = config or ClusterConfig.from_env()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._api_client: Any = None
+        #: seconds from the first process start to each readiness mark of the last `up`
+        self.start_timings: dict[str, float] = {}
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Cluster:
@@ -413,44 +415,37 @@ class Cluster:
         insecure.verify_mode = ssl.CERT_NONE  # components' self-signed serving certs on 127.0.0.1
         t0 = time.monotonic()
         deadline = t0 + c.start_timeout
+        marks: dict[str, float] = {}
+
+        def wait(what: str, predicate: Callable[[], bool]) -> None:
+            self._wait(what, predicate, deadline)
+            marks[what] = time.monotonic() - t0
+
+        def answers(port: int, path: str, ctx: ssl.SSLContext | None) -> Callable[[], bool]:
+            return lambda: (_http_get(port, path, ctx) or (0, ""))[0] == 200
+
+        names = [cfg.node_name(i) for i in range(c.nodes.count)]
         try:
             self._spawn("etcd")
-            self._wait("etcd /health", lambda: (_http_get(p.etcd, "/health", None) or (0, ""))[0] == 200, deadline)
-            t_etcd = time.monotonic() - t0
+            wait("etcd", answers(p.etcd, "/health", None))
             self._spawn("kube-apiserver")
-            admin = self._admin_ssl()
-            self._wait(
-                "kube-apiserver /readyz",
-                lambda: (_http_get(p.apiserver, "/readyz", admin) or (0, ""))[0] == 200,
-                deadline,
-            )
-            t_api = time.monotonic() - t0
+            wait("apiserver /readyz", answers(p.apiserver, "/readyz", self._admin_ssl()))
             for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
                 self._spawn(name)
             self.create_nodes(cfg.default_nodes(c.nodes))
-            self._wait(
-                "kube-scheduler /healthz",
-                lambda: (_http_get(p.scheduler, "/healthz", insecure) or (0, ""))[0] == 200,
-                deadline,
-            )
-            self._wait(
-                "kube-controller-manager /healthz",
-                lambda: (_http_get(p.controller_manager, "/healthz", insecure) or (0, ""))[0] == 200,
-                deadline,
-            )
-            self._wait("kwok /healthz", lambda: (_http_get(p.kwok, "/healthz", None) or (0, ""))[0] == 200, deadline)
-            names = [cfg.node_name(i) for i in range(c.nodes.count)]
-            self._wait(f"{len(names)} nodes Ready", lambda: self._nodes_schedulable(names), deadline)
-            self._wait("ServiceAccount default/default", self._default_sa_exists, deadline)
+            wait("scheduler", answers(p.scheduler, "/healthz", insecure))
+            wait("controller-manager", answers(p.controller_manager, "/healthz", insecure))
+            wait("kwok", answers(p.kwok, "/healthz", None))
+            wait(f"{len(names)} nodes Ready", lambda: self._nodes_schedulable(names))
+            wait("default ServiceAccount", self._default_sa_exists)
         except BaseException:
             _log("start-up failed; stopping what was started")
             self._stop()
             raise
         elapsed = time.monotonic() - t0
-        _log(
-            f"ready in {elapsed:.1f} s (etcd {t_etcd:.1f} s, apiserver /readyz {t_api:.1f} s; "
-            f"{len(names)} nodes Ready, default ServiceAccount present); logs in {c.log_dir}"
-        )
+        self.start_timings = marks
+        detail = ", ".join(f"{k} {v:.1f} s" for k, v in marks.items())
+        _log(f"ready in {elapsed:.1f} s from the first process start ({detail}); logs in {c.log_dir}")
         return elapsed
 
     def _pidfile_pids(self) -> dict[str, int]:
@@ -463,7 +458,7 @@ class Cluster:
 
     def _is_ours(self, pid: int) -> bool:
         argv = _proc_cmdline(pid)
-        return bool(argv) and Path(argv[0]).name in ORDER and str(self.config.run_dir) in " ".join(argv)
+        return bool(argv) and Path(argv[0]).name in ORDER and f"{self.config.run_dir}/" in " ".join(argv)
 
     def _running_pids(self) -> dict[int, str]:
         """Live processes of this cluster: from pid files, and from a scan of /proc."""
@@ -736,15 +731,18 @@ class Cluster:
 
             self._set_taints(name, add)
 
-    def set_node_ready(self, name: str) -> None:
-        """Undo `set_node_not_ready`: kwok manages the node again and marks it Ready."""
-        self._set_taints(
-            name,
-            lambda ts: [
-                t for t in ts if t["key"] not in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
-            ],
-        )
+    def set_node_ready(self, name: str, timeout: float = 30.0) -> None:
+        """Undo `set_node_not_ready`: kwok manages the node again and marks it Ready; then the
+        unreachable/not-ready taints go. In that order, so that the scheduler binds nothing to the
+        node before kwok watches it again (kwok would never start such a pod)."""
         self.core.patch_node(name, {"metadata": {"labels": {cfg.KWOK_MANAGED_LABEL: cfg.KWOK_MANAGED_VALUE}}})
+        deadline = time.monotonic() + timeout
+        while not self.node_ready(self.to_dict(self.core.read_node(name))):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"kwok did not mark node {name} Ready within {timeout} s\n{self.logs_tail(15)}")
+            time.sleep(0.1)
+        lost = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+        self._set_taints(name, lambda ts: [t for t in ts if t["key"] not in lost])
 
     # -- pods ------------------------------------------------------------------------------
     def _terminate_pod(
