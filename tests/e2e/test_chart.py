@@ -340,3 +340,28 @@ def test_namespace_scope_is_confined_to_its_namespace(cluster: Cluster, namespac
         30,
         message="the nodes ClusterRole to go with the release",
     )
+
+
+def test_operator_runs_a_job_with_the_namespaced_identity(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """rbac.scope=namespace is enough to run a job: the operator's own log shows no 403 but the expected one."""
+    from lepton_cluster.chart import operator_kubeconfig
+    from lepton_cluster.jobs import create_job, job_manifest, wait_phase
+    from lepton_cluster.operator import OperatorProcess
+
+    release = unique_name("nsop")
+    kubeconfig = operator_kubeconfig(
+        cluster, tmp_path / "operator.kubeconfig", release, namespace, ("rbac.scope=namespace",)
+    )
+    proc = OperatorProcess(kubeconfig, tmp_path, env={"LEPTON_NAMESPACES": json.dumps([namespace])})
+    proc.start()
+    try:
+        create_job(cluster, namespace, job_manifest("scoped", replicas=2, minReplicas=1, maxReplicas=2))
+        wait_phase(cluster, namespace, "scoped", "Running", timeout=60)
+    finally:
+        proc.stop()
+        cluster.kubectl("delete", "clusterrole,clusterrolebinding", f"{release}-lepton-operator-nodes", check=False)
+    log = proc.log_path.read_text()
+    forbidden = [line for line in log.splitlines() if " 403" in line or "Forbidden" in line]
+    # The one expected refusal: the cluster-wide pod list for free GPUs (elastic sizing falls back).
+    assert all("cannot list pods cluster-wide" in line for line in forbidden), "\n".join(forbidden)
+    assert "namespaces=['" + namespace + "']" in log
