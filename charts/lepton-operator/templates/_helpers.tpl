@@ -118,4 +118,9 @@ tests/e2e (the operator runs every e2e scenario with this identity).
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
+# CustomResourceDefinitions: list+watch, which kopf's resource discovery uses whenever it watches namespaces
+# (namespace patterns). Schemas only; never created, changed or deleted.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
 {{- end -}}
