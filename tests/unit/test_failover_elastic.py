@@ -28,6 +28,7 @@ RUNNING = {
     "restartEpoch": 0,
     "restarts": 0,
     "replicas": 2,
+    "launched": True,
     "conditions": [{"type": "Running", "status": "True", "reason": "AllWorkersRunning"}],
 }
 
@@ -50,6 +51,12 @@ def test_a_pod_vanishing_from_a_running_epoch_is_a_free_restart() -> None:
     p = plan(job, [pod(job, 0, 0)])
     assert p.status["restartEpoch"] == 1 and p.status["restarts"] == 0
     assert p.status["lastFailure"]["reason"] == "PodLost"
+
+
+def test_a_pod_deleted_from_under_the_job_restarts_it_at_once() -> None:
+    job = make_job(status=RUNNING)
+    p = plan(job, [pod(job, 0, 0), replace(pod(job, 0, 1), deleting=True)])
+    assert p.status["restartEpoch"] == 1 and p.status["lastFailure"]["reason"] == "PodLost"
 
 
 def test_missing_pods_of_a_starting_epoch_are_just_created() -> None:

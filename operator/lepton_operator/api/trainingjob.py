@@ -473,6 +473,9 @@ class TrainingJobStatus(KubeModel):
     restart_epoch: int | None = Field(default=None, description="Epoch whose pods run now.", ge=0, le=2**31)
     last_failure: LastFailure | None = Field(default=None, description="The most recent worker failure.")
     cost: CostStatus | None = Field(default=None, description="Cost so far, rate and projection.")
+    launched: bool | None = Field(
+        default=None, description="Every pod of the current epoch was created: a missing one is lost, not pending."
+    )
     epoch_start_time: str | None = Field(
         default=None, description="When the current epoch was created (RFC 3339).", max_length=64
     )

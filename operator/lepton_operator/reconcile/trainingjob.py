@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -174,6 +174,7 @@ class _Pass:
         st.restarts = (st.restarts or 0) + (1 if counts else 0)
         st.replicas, st.ready_replicas, st.ready = world, 0, f"0/{world}"
         st.epoch_start_time = self.stamp
+        st.launched = False
         st.message = f"restarting ({reason}): {message}"
         self.delete(pods)
         resized = reason == "Resized"
@@ -273,8 +274,15 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
     world = st.replicas
 
     # Failures: failed pods, live pods on lost nodes, and pods that vanished from a running epoch.
+    # Failures: failed pods, live pods on lost nodes, and pods deleted or vanished from under a launched epoch
+    # (the operator itself deletes pods only when it leaves the epoch, or ranks beyond the world size).
     suspects = [q for q in current if q.phase == "Failed" or (q.node in seen.lost_nodes and q.phase not in TERMINAL)]
-    if is_true(p.conditions, COND_RUNNING):
+    suspects += [
+        replace(q, phase="Failed", reason=q.reason or "PodLost")
+        for q in current
+        if q.deleting and q.rank < world and q.phase not in TERMINAL and q.node not in seen.lost_nodes
+    ]
+    if st.launched:
         have = {q.rank for q in current}
         suspects += [
             PodView(
@@ -316,6 +324,7 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
         return p.result()
 
     have = {q.rank for q in current}
+    st.launched = st.launched or set(range(world)) <= have
     p.delete([q for q in current if q.rank >= world])
     last = st.last_failure
     due = 0.0 if last is None or not last.counted else backoff_seconds(job, st.restarts) - seconds_since(last.time, now)
