@@ -222,6 +222,7 @@ class Cluster:
         c = self.config
         for d in (c.pki_dir, c.etcd_dir):
             shutil.rmtree(d, ignore_errors=True)
+        (c.run_dir / "next-node-index").unlink(missing_ok=True)
         for d in (c.pki_dir, c.log_dir, c.pid_dir, c.etcd_dir, c.run_dir / "certs"):
             d.mkdir(parents=True, exist_ok=True)
         c.etcd_dir.chmod(0o700)
@@ -622,12 +623,21 @@ class Cluster:
     def node_names(self) -> list[str]:
         return [n.metadata.name for n in self.core.list_node().items]
 
-    def _next_node_index(self) -> int:
-        indices = [-1]
+    def _reserve_node_indices(self, count: int) -> int:
+        """First of `count` node indices never used in this cluster's life (names are not reused:
+        the controller-manager remembers deleted nodes for a while). Safe across processes."""
+        indices = [self.config.nodes.count - 1]
         for n in self.core.list_node().items:
             with contextlib.suppress(KeyError, ValueError, AttributeError):
                 indices.append(int((n.metadata.annotations or {})[cfg.NODE_INDEX_ANNOTATION]))
-        return max(indices) + 1
+        counter = self.config.run_dir / "next-node-index"
+        with open(self.config.run_dir / ".nodes.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with contextlib.suppress(OSError, ValueError):
+                indices.append(int(counter.read_text()) - 1)
+            start = max(indices) + 1
+            counter.write_text(f"{start + count}\n")
+        return start
 
     def add_nodes(
         self,
@@ -643,7 +653,7 @@ class Cluster:
         timeout: float = 60.0,
     ) -> list[str]:
         """Add simulated GPU nodes (next free indices); waits until they are Ready and untainted."""
-        start = self._next_node_index()
+        start = self._reserve_node_indices(count)
         manifests = [
             cfg.node_manifest(
                 i,
