@@ -43,5 +43,13 @@ class StopSignal:
     @staticmethod
     def _exit(message: str) -> None:
         log.warning(message)
-        logging.shutdown()
-        os._exit(EXIT_CODE)
+        hard_exit(EXIT_CODE)
+
+
+def hard_exit(code: int) -> None:
+    """Exit now, without interpreter teardown (which can block on a dead peer's process group)."""
+    from lepton_trainer.zygote import notify_exit
+
+    logging.shutdown()
+    notify_exit(code)
+    os._exit(code)

@@ -6,7 +6,6 @@ Exit codes: 0 done, 143 stopped by SIGTERM (after a checkpoint), 1 failed.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from collections.abc import Sequence
 from lepton_trainer.config import parse_args
 from lepton_trainer.result import write_termination_message
 from lepton_trainer.runtime import RankEnv
-from lepton_trainer.stop import EXIT_CODE, StopSignal
+from lepton_trainer.stop import EXIT_CODE, StopSignal, hard_exit
 
 
 def configure_logging(rank: int) -> None:
@@ -57,8 +56,7 @@ def run(argv: Sequence[str]) -> int:
             trainer.reporter.finish("Stopped")
         stop.done.set()
         log.info("stopped by SIGTERM at step=%d", trainer.run_state.step)
-        logging.shutdown()
-        os._exit(EXIT_CODE)  # don't wait on peers in process-group teardown
+        hard_exit(EXIT_CODE)
     except BaseException as exc:  # the process boundary: report, then let torchrun see the failure
         stop.done.set()
         log.exception("training failed at step=%d", trainer.run_state.step)

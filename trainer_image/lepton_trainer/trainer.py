@@ -161,6 +161,8 @@ class Trainer:
     def save_checkpoint(self, reason: str, *, background: bool = False) -> None:
         """Rank 0 saves the state after ``run_state.step`` steps (others just note the step)."""
         rs = self.run_state
+        if self.store is not None and not background:
+            self.store.flush()  # an in-flight interval write must land before we stop or finish
         if self.store is None or not rs.consistent or rs.last_checkpoint == rs.step:
             return
         rs.last_checkpoint = rs.step

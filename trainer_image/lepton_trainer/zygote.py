@@ -30,6 +30,14 @@ from lepton_trainer import contract
 
 _EXIT = struct.Struct(">i")
 _FDS = 3  # stdin, stdout, stderr
+_proxy: socket.socket | None = None  # in a zygote child: the connection to its proxy
+
+
+def notify_exit(code: int) -> None:
+    """Tell the proxy our exit code before an ``os._exit`` (no-op outside a zygote child)."""
+    if _proxy is not None:
+        with contextlib.suppress(OSError):
+            _proxy.sendall(_EXIT.pack(code))
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
@@ -89,6 +97,8 @@ def _child(conn: socket.socket, fds: list[int], request: dict[str, object], targ
     os.chdir(cwd)
     sys.argv = ["lepton_trainer.train", *argv]
     conn.sendall(_EXIT.pack(os.getpid()))
+    global _proxy
+    _proxy = conn
     # Keep SIGTERM for the trainer's own sigwait thread (lepton_trainer.stop), not this one.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
