@@ -34,7 +34,8 @@ CPU, MEM = 0.031611, 0.004237
 
 
 def ts(text: str) -> float:
-    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+    """RFC 3339 as the API server writes it, or as the kubernetes client renders it (+00:00)."""
+    return float(calendar.timegm(time.strptime(text.replace("+00:00", "Z"), "%Y-%m-%dT%H:%M:%SZ")))
 
 
 def pod_times(pod: dict[str, Any]) -> tuple[float, float | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
 
 Reconcile = Callable[[], Awaitable[float | None]]  # returns seconds until the next pass is due, or None
 
@@ -60,3 +61,36 @@ class Coalescer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class WriteCache:
+    """Objects we wrote whose watch events have not reached kopf's index yet.
+
+    The index may lag several of our writes behind. While it still shows a version older than our last
+    write, our write's response is the truth; once it shows anything else (ours, or someone's newer
+    edit), the index is. Without this, a pass could act on an old restart epoch and undo a newer one.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, tuple[frozenset[str], dict[str, Any]]] = {}
+
+    @staticmethod
+    def _rv(body: dict[str, Any]) -> str:
+        return str(body.get("metadata", {}).get("resourceVersion", ""))
+
+    def current(self, key: Hashable, indexed: dict[str, Any]) -> dict[str, Any]:
+        entry = self._entries.get(key)
+        if entry is None:
+            return indexed
+        older, newest = entry
+        if self._rv(indexed) in older:
+            return newest
+        del self._entries[key]
+        return indexed
+
+    def wrote(self, key: Hashable, based_on: dict[str, Any], response: dict[str, Any]) -> None:
+        older = self._entries[key][0] if key in self._entries else frozenset()
+        self._entries[key] = (older | {self._rv(based_on)}, response)
+
+    def forget(self, key: Hashable) -> None:
+        self._entries.pop(key, None)

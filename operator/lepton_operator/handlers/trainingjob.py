@@ -34,7 +34,7 @@ from ..prices import DEFAULT_PRICES, PriceTable
 from ..reconcile.capacity import NodeView, node_view, workers_that_fit
 from ..reconcile.observe import PodView, pod_view
 from ..reconcile.trainingjob import Observed, Plan, plan, rfc3339, target_size
-from .runtime import Coalescer
+from .runtime import Coalescer, WriteCache
 
 log = logging.getLogger("lepton_operator.trainingjob")
 Key = tuple[str, str]
@@ -62,8 +62,7 @@ class TrainingJobController:
         self.coalescer = Coalescer()
         self.backoff_max = backoff_max
         self._failures: dict[Key, int] = {}
-        # Status we wrote whose watch event has not reached the index yet: key -> (based-on rv, new body).
-        self._written: dict[Key, tuple[str, dict[str, Any]]] = {}
+        self._written = WriteCache()
         self._deleted_nodes: dict[str, float] = {}
         self.prices: PriceTable = DEFAULT_PRICES
 
@@ -76,7 +75,7 @@ class TrainingJobController:
     def forget(self, key: Key) -> None:
         metrics.JOBS.jobs.pop(key, None)
         self.coalescer.forget(key)
-        self._written.pop(key, None)
+        self._written.forget(key)
         self._failures.pop(key, None)
 
     # -- nodes -------------------------------------------------------------------------------------
@@ -102,17 +101,6 @@ class TrainingJobController:
         await asyncio.gather(*(self.trigger(key, idx) for key in keys))
 
     # -- one pass ----------------------------------------------------------------------------------
-    def _current(self, key: Key, body: dict[str, Any]) -> dict[str, Any]:
-        """The index's body, unless our own status write is newer than it."""
-        written = self._written.get(key)
-        if written is None:
-            return body
-        based_on, newer = written
-        if body["metadata"].get("resourceVersion") == based_on:
-            return newer
-        del self._written[key]
-        return body
-
     async def _capacity(self, job: TrainingJob, pods: list[PodView], idx: Indexes, lost: frozenset[str]) -> int | None:
         """Free-GPU estimate, only for elastic jobs that may change size (one cached LIST for all)."""
         spec = job.spec
@@ -137,7 +125,7 @@ class TrainingJobController:
         store = idx.jobs.get(key)
         if not store:
             return None
-        body = self._current(key, next(iter(store)))
+        body = self._written.current(key, next(iter(store)))
         now = datetime.now(UTC)
         try:
             job = TrainingJob.model_validate(body)
@@ -191,14 +179,17 @@ class TrainingJobController:
     async def _apply(self, key: Key, body: dict[str, Any], p: Plan, now: datetime) -> None:
         ns, name = key
         if p.create or p.delete or p.force_delete or p.status is not None or p.delete_job:
+            st = p.status or body.get("status") or {}
             log.info(
-                "trainingjob %s/%s: create %d, delete %d (+%d forced), phase %s%s",
+                "trainingjob %s/%s: epoch %s %s: create %d, delete %d (+%d forced)%s%s",
                 ns,
                 name,
+                st.get("restartEpoch"),
+                st.get("phase"),
                 len(p.create),
                 len(p.delete),
                 len(p.force_delete),
-                (p.status or body.get("status") or {}).get("phase"),
+                f", new epoch ({p.new_epoch_reason})" if p.new_epoch_reason else "",
                 ", deleting the finished job (TTL)" if p.delete_job else "",
             )
         if p.delete_job:
@@ -216,7 +207,7 @@ class TrainingJobController:
             patch = {**{k: None for k in old if k not in p.status}, **p.status}
             updated = await self.kube.patch_status(API_VERSION, TRAININGJOB_PLURAL, ns, name, patch)
             if updated is not None:
-                self._written[key] = (body["metadata"].get("resourceVersion", ""), updated)
+                self._written.wrote(key, body, updated)
         for ev in p.events:
             await post_event(self.kube, body, ev.type, ev.reason, ev.message, now)
 
