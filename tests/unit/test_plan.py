@@ -108,7 +108,7 @@ def test_failures_map_to_actions(failure: dict, restarts: int, phase: str, reaso
     assert any(e.reason == reason for e in p.events)
     if phase == "Restarting":
         assert p.status["restartEpoch"] == 1
-        assert sorted(p.delete) == ["mnist-0-0", "mnist-0-1"]
+        assert p.delete == ["mnist-0-0"]  # the failed pod stays for `kubectl logs` until the epoch after
         assert names(p.create) == ["mnist-1-0", "mnist-1-1"]
     else:
         assert p.delete == ["mnist-0-0"]  # the running one; the failed pod stays for its logs
@@ -126,10 +126,11 @@ def test_failed_job_message_names_pod_exit_code_and_container_message() -> None:
     assert p.status["message"] == "pod mnist-0-1, on node gpu-3, exit code 2: bad config"
 
 
-def test_old_epoch_pods_are_deleted() -> None:
-    job = make_job(status={"restartEpoch": 1, "restarts": 1, "replicas": 2})
-    p = plan(job, [pod(job, 0, 0, "Failed", exit_code=137), *running(job, 1)], True, NOW)
-    assert p.delete == ["mnist-0-0"]
+def test_old_epoch_pods_are_deleted_but_the_previous_epochs_failed_pod_is_kept() -> None:
+    job = make_job(status={"restartEpoch": 2, "restarts": 2, "replicas": 2})
+    old = [pod(job, 0, 0, "Failed", exit_code=137), pod(job, 1, 1, "Failed", exit_code=137), pod(job, 1, 0)]
+    p = plan(job, [*old, *running(job, 2)], True, NOW)
+    assert sorted(p.delete) == ["mnist-0-0", "mnist-1-0"]
     assert p.status["phase"] == "Running"
 
 

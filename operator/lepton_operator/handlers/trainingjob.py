@@ -144,8 +144,9 @@ class TrainingJobController:
             decision = plan(job, seen, now)
             await self._apply(key, body, decision, now)
         except ApiError as exc:
-            if exc.namespace_terminating:
-                log.debug("trainingjob %s/%s: namespace is terminating", *key)
+            if exc.namespace_gone:
+                log.debug("trainingjob %s/%s: its namespace is going away", *key)
+                self.forget(key)
                 return None
             return self._retry_after(key, exc)
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -26,9 +26,10 @@ class ApiError(Exception):
         self.body = body
 
     @property
-    def namespace_terminating(self) -> bool:
-        """The namespace is being deleted: nothing can be created in it any more."""
-        return self.status == 403 and "NamespaceTerminating" in self.body
+    def namespace_gone(self) -> bool:
+        """The namespace is being deleted or is gone: nothing can be created in it any more."""
+        terminating = self.status == 403 and "NamespaceTerminating" in self.body
+        return terminating or (self.status == 404 and '"kind":"namespaces"' in self.body)
 
 
 def load_configuration() -> k8s.Configuration:

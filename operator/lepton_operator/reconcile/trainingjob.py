@@ -176,7 +176,7 @@ class _Pass:
         st.epoch_start_time = self.stamp
         st.launched = False
         st.message = f"restarting ({reason}): {message}"
-        self.delete(pods)
+        self.delete([q for q in pods if q.phase not in TERMINAL])
         resized = reason == "Resized"
         self.plan.new_epoch_reason = reason
         self.plan.events.append(
@@ -225,7 +225,9 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
     epoch = st.restart_epoch = st.restart_epoch or 0
     st.restarts = st.restarts or 0
     current = [q for q in seen.pods if q.epoch == epoch]
-    p.delete([q for q in seen.pods if q.epoch != epoch])
+    # Old epochs' pods go, except the finished pods of the previous epoch: they hold no GPUs, and
+    # `kubectl logs` of the worker that failed is what a person looks at first.
+    p.delete([q for q in seen.pods if q.epoch != epoch and (q.phase not in TERMINAL or q.epoch < epoch - 1)])
 
     if is_true(p.conditions, COND_SUCCEEDED) or is_true(p.conditions, COND_FAILED):
         p.delete([q for q in current if q.phase not in TERMINAL])
