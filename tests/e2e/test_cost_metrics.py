@@ -28,6 +28,8 @@ from lepton_cluster.operator import OperatorProcess
 from lepton_cluster.testing import unique_name, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..conftest import SESSION_PREFIX
+
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
 H100_ON_DEMAND = 6.88  # $/GPU-hour in the default price table
 CPU, MEM = 0.031611, 0.004237
@@ -163,9 +165,12 @@ def test_metrics_are_served_and_agree_with_the_cluster(
     wait_phase(cluster, namespace, "observed", "Running")
 
     def phases_in_cluster() -> dict[str, int]:
+        """Phases of the jobs this session's operator watches (other sessions may share the cluster)."""
         items = client.CustomObjectsApi(cluster.api_client).list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
         counts: dict[str, int] = {}
         for item in items:
+            if not item["metadata"]["namespace"].startswith(f"{SESSION_PREFIX}-"):
+                continue
             phase = (item.get("status") or {}).get("phase") or "Pending"
             counts[phase] = counts.get(phase, 0) + 1
         return counts
