@@ -41,6 +41,7 @@ Key = tuple[str, str]
 CHILD_LABELS = {LABEL_NAME: "trainingjob", LABEL_MANAGED_BY: MANAGER}
 DELETED_NODE_MEMORY = 600.0  # seconds a deleted node counts as lost
 RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
+CREATE_MEMORY = 10.0  # seconds a created pod counts as existing before the index shows it
 
 
 @dataclass
@@ -63,6 +64,8 @@ class TrainingJobController:
         self.backoff_max = backoff_max
         self._failures: dict[Key, int] = {}
         self._written = WriteCache()
+        # Pods we created that kopf's index has not shown yet: key -> {name: monotonic time}. Saves a 409 each.
+        self._created: dict[Key, dict[str, float]] = {}
         self._deleted_nodes: dict[str, float] = {}
         self.prices: PriceTable = DEFAULT_PRICES
 
@@ -76,6 +79,7 @@ class TrainingJobController:
         metrics.JOBS.jobs.pop(key, None)
         self.coalescer.forget(key)
         self._written.forget(key)
+        self._created.pop(key, None)
         self._failures.pop(key, None)
 
     # -- nodes -------------------------------------------------------------------------------------
@@ -202,7 +206,12 @@ class TrainingJobController:
         )
         if p.delete or p.force_delete:
             self.usage.invalidate()
-        await asyncio.gather(*(self.kube.create(obj) for obj in p.create))
+        todo = self._not_in_flight(key, p.create)
+        results = await asyncio.gather(*(self.kube.create(obj) for obj in todo), return_exceptions=True)
+        self._remember(key, [o for o, r in zip(todo, results, strict=True) if not isinstance(r, BaseException)])
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
         if p.status is not None:
             old = body.get("status") or {}
             patch = {**{k: None for k in old if k not in p.status}, **p.status}
@@ -211,6 +220,20 @@ class TrainingJobController:
                 self._written.wrote(key, body, updated)
         for ev in p.events:
             await post_event(self.kube, body, ev.type, ev.reason, ev.message, now)
+
+    def _not_in_flight(self, key: Key, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Drop creates of pods created moments ago that the (lagging) index does not show yet."""
+        now = time.monotonic()
+        recent = {n: t for n, t in self._created.pop(key, {}).items() if now - t < CREATE_MEMORY}
+        if recent:
+            self._created[key] = recent
+        return [o for o in objs if o["kind"] != "Pod" or o["metadata"]["name"] not in recent]
+
+    def _remember(self, key: Key, created: list[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        names = {o["metadata"]["name"]: now for o in created if o["kind"] == "Pod"}
+        if names:
+            self._created.setdefault(key, {}).update(names)
 
     async def _report_invalid(self, key: Key, body: dict[str, Any], exc: ValidationError, now: datetime) -> None:
         """Runtime invalid state (e.g. a CRD older than the operator): a condition and an Event, no crash."""
