@@ -61,6 +61,7 @@ def test_cost_matches_the_formula_across_a_restart_epoch_and_an_operator_restart
     create_job(cluster, namespace, job_manifest("priced", replicas=2, **spec))
     wait_phase(cluster, namespace, "priced", "Running")
     first = {p["metadata"]["name"]: pod_times(p) for p in live_pods(cluster, namespace, "priced")}
+    assert sorted(first) == ["priced-0-0", "priced-0-1"]
     time.sleep(3)  # let the epoch accrue some cost
     cluster.fail_pod(namespace, "priced-0-1", exit_code=137)
     wait_for(lambda: status(cluster, namespace, "priced").get("restartEpoch") == 1, 30, message="epoch 1")
@@ -71,7 +72,12 @@ def test_cost_matches_the_formula_across_a_restart_epoch_and_an_operator_restart
     operator.kill()
     time.sleep(2)  # the job runs on while the operator is down
     operator.start()
-    second = {p["metadata"]["name"]: pod_times(p) for p in live_pods(cluster, namespace, "priced")}
+    second = {  # the previous epoch's failed pod is kept for its logs: only epoch 1 runs now
+        p["metadata"]["name"]: pod_times(p)
+        for p in live_pods(cluster, namespace, "priced")
+        if p["metadata"]["name"].startswith("priced-1-")
+    }
+    assert len(second) == 2
     for name in second:
         cluster.complete_pod(namespace, name)
     done = wait_phase(cluster, namespace, "priced", "Succeeded")

@@ -184,3 +184,10 @@ def test_scale_is_a_new_epoch_that_spends_no_restart() -> None:
 def test_job_managed_by_another_controller_is_left_alone() -> None:
     p = plan(make_job(managedBy="kueue.x-k8s.io/multikueue"), [], False, NOW)
     assert p.create == [] and p.status is None
+
+
+def test_first_pods_complete_is_flagged_once_for_the_apply_latency_metric() -> None:
+    first = plan(make_job(), [], False, NOW)
+    assert first.first_pods_complete
+    job = make_job(status=first.status)
+    assert not plan(job, running(job), True, NOW).first_pods_complete

@@ -165,7 +165,9 @@ class _Pass:
         epoch, world = st.restart_epoch or 0, st.replicas or target_size(self.job)
         avoid = sorted(self.seen.lost_nodes)[:32]
         where = placement(self.job, self.seen.prices)
-        self.plan.create += [worker_pod(self.job, epoch, r, world, avoid, where) for r in range(world) if r not in have]
+        missing = [r for r in range(world) if r not in have]
+        self.plan.create += [worker_pod(self.job, epoch, r, world, avoid, where) for r in missing]
+        self.plan.first_pods_complete = bool(missing) and epoch == 0 and not self.status.launched
 
     def new_epoch(self, pods: list[PodView], reason: str, message: str, *, counts: bool, world: int) -> Plan:
         """Replace every pod of the current epoch with the next epoch's (in the same pass unless backing off)."""
