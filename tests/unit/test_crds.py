@@ -52,3 +52,15 @@ def test_status_is_never_required(resource: Any) -> None:
     schema = crdgen.schema_for(resource)
     assert "status" not in schema["required"]
     assert schema["required"] == ["spec"]
+
+
+@pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: r.kind)
+def test_printer_columns_and_scale_paths_exist_in_the_schema(resource: Any) -> None:
+    schema = crdgen.schema_for(resource)
+    paths = [c["jsonPath"] for c in resource.printer_columns if not c["jsonPath"].startswith(".metadata")]
+    paths += [p for p in (resource.scale or {}).values()]
+    for path in paths:
+        node = schema
+        for part in path.strip(".").split("."):
+            assert part in node.get("properties", {}), f"{path}: no field {part!r}"
+            node = node["properties"][part]

@@ -510,7 +510,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Ready", "type": "string", "jsonPath": ".status.ready", "description": "ready/desired workers"},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
     {"name": "GPU-H", "type": "number", "jsonPath": ".status.cost.gpuHours"},
-    {"name": "Cost", "type": "string", "jsonPath": ".status.cost.estimatedCostUSD", "description": "USD"},
+    {"name": "Cost", "type": "string", "jsonPath": ".status.cost.estimatedCostUsd", "description": "USD"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]
