@@ -191,3 +191,29 @@ def test_first_pods_complete_is_flagged_once_for_the_apply_latency_metric() -> N
     assert first.first_pods_complete
     job = make_job(status=first.status)
     assert not plan(job, running(job), True, NOW).first_pods_complete
+
+
+def test_final_result_from_the_termination_message_becomes_progress() -> None:
+    job = make_job()
+    result = '{"state":"Succeeded","testAccuracy":0.9722,"steps":560,"exportPath":"/ckpt/export"}'
+    pods = [pod(job, 0, 0, "Succeeded", message=result), pod(job, 0, 1, "Succeeded")]
+    st = plan(job, pods, True, NOW).status
+    assert st["progress"]["summary"] == "done acc=0.972" and st["progress"]["testAccuracy"] == 0.9722
+    assert st["progress"]["exportPath"] == "/ckpt/export" and st["progress"]["source"] == "termination-message"
+
+
+def test_live_progress_gives_a_summary_and_feeds_the_projected_cost() -> None:
+    job = make_job()
+    live = {"state": "Running", "step": 120, "totalSteps": 266, "loss": 0.3124, "etaSeconds": 3600}
+    st = decide(job, Observed(running(job), live_progress=live), NOW).status
+    assert st["progress"]["summary"] == "45% step 120/266 loss 0.312"
+    cost = st["cost"]
+    expected = cost["accruedUsd"] + float(cost["rateUsdPerHour"]) * 1.0  # ETA one hour
+    assert float(cost["projectedTotalUsd"]) == pytest.approx(expected, abs=0.01)
+
+
+def test_a_json_error_in_the_termination_message_names_the_failure() -> None:
+    job = make_job()
+    failed = pod(job, 0, 1, "Failed", exit_code=1, message='{"state":"Failed","error":"ValueError: bad lr"}')
+    st = plan(job, [pod(job, 0, 0), failed], True, NOW).status
+    assert st["message"].endswith("exit code 1: ValueError: bad lr")

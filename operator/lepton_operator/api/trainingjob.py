@@ -446,6 +446,22 @@ class CostStatus(KubeModel):
     last_accrual: str | None = Field(default=None, description="Time accrued up to (RFC 3339).", max_length=64)
 
 
+class Progress(KubeModel):
+    """What the trainer reports: live from rank 0's /progress endpoint, final from its termination message."""
+
+    summary: str = Field(default="", description="One line for kubectl get, e.g. '45% step 120/266'.", max_length=128)
+    step: int | None = Field(default=None, description="Optimizer steps done.", ge=0, le=2**53)
+    total_steps: int | None = Field(default=None, description="Steps of the whole run.", ge=0, le=2**53)
+    epoch: int | None = Field(default=None, description="Data epoch.", ge=0, le=2**31)
+    loss: float | None = Field(default=None, description="Recent training loss.", ge=-1e12, le=1e12)
+    samples_per_second: float | None = Field(default=None, description="Throughput.", ge=0, le=1e12)
+    eta_seconds: float | None = Field(default=None, description="Estimated time to finish.", ge=0, le=1e9)
+    last_checkpoint_step: int | None = Field(default=None, description="Step of the newest checkpoint.", ge=0, le=2**53)
+    test_accuracy: float | None = Field(default=None, description="Final held-out accuracy.", ge=0, le=1)
+    export_path: str | None = Field(default=None, description="Where the trained model was exported.", max_length=1024)
+    source: str | None = Field(default=None, description="endpoint or termination-message.", max_length=32)
+
+
 class TrainingJobStatus(KubeModel):
     """What the operator observed; read with kubectl get/describe."""
 
@@ -473,6 +489,7 @@ class TrainingJobStatus(KubeModel):
     restart_epoch: int | None = Field(default=None, description="Epoch whose pods run now.", ge=0, le=2**31)
     last_failure: LastFailure | None = Field(default=None, description="The most recent worker failure.")
     cost: CostStatus | None = Field(default=None, description="Cost so far, rate and projection.")
+    progress: Progress | None = Field(default=None, description="Training progress reported by the trainer.")
     launched: bool | None = Field(
         default=None, description="Every pod of the current epoch was created: a missing one is lost, not pending."
     )
@@ -509,6 +526,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Ready", "type": "string", "jsonPath": ".status.ready", "description": "ready/desired workers"},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
     {"name": "GPU-H", "type": "number", "jsonPath": ".status.cost.gpuHours"},
     {"name": "Cost", "type": "string", "jsonPath": ".status.cost.estimatedCostUsd", "description": "USD"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import kopf
+from lepton_trainer import contract
 from pydantic import ValidationError
 
 from .. import metrics
@@ -41,6 +42,7 @@ Key = tuple[str, str]
 CHILD_LABELS = {LABEL_NAME: "trainingjob", LABEL_MANAGED_BY: MANAGER}
 DELETED_NODE_MEMORY = 600.0  # seconds a deleted node counts as lost
 RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
+PROGRESS_POLL = 10.0  # seconds between fetches of a running job's /progress
 CREATE_MEMORY = 10.0  # seconds a created pod counts as existing before the index shows it
 
 
@@ -66,6 +68,7 @@ class TrainingJobController:
         self._written = WriteCache()
         # Pods we created that kopf's index has not shown yet: key -> {name: monotonic time}. Saves a 409 each.
         self._created: dict[Key, dict[str, float]] = {}
+        self._progress: dict[Key, tuple[float, dict[str, Any] | None]] = {}
         self._deleted_nodes: dict[str, float] = {}
         self.prices: PriceTable = DEFAULT_PRICES
 
@@ -80,6 +83,7 @@ class TrainingJobController:
         self.coalescer.forget(key)
         self._written.forget(key)
         self._created.pop(key, None)
+        self._progress.pop(key, None)
         self._failures.pop(key, None)
 
     # -- nodes -------------------------------------------------------------------------------------
@@ -121,6 +125,21 @@ class TrainingJobController:
         used = await self.usage.used()
         return None if used is None else workers_that_fit(job, nodes, used, own)
 
+    async def _live_progress(self, key: Key, job: TrainingJob, pods: list[PodView]) -> dict[str, Any] | None:
+        """Rank 0's /progress document, fetched at most every PROGRESS_POLL seconds while the job runs."""
+        if job.status.phase != "Running":
+            self._progress.pop(key, None)
+            return None
+        fetched, doc = self._progress.get(key, (-1e9, None))
+        if time.monotonic() - fetched < PROGRESS_POLL:
+            return doc
+        epoch = job.status.restart_epoch or 0
+        rank0 = next((q for q in pods if q.epoch == epoch and q.rank == 0 and q.ip and q.phase == "Running"), None)
+        if rank0 is not None:
+            doc = await self.kube.fetch_json(f"http://{rank0.ip}:{contract.PROGRESS_PORT}/progress", seconds=1.0)
+        self._progress[key] = (time.monotonic(), doc)
+        return doc
+
     async def reconcile(self, key: Key, idx: Indexes) -> float | None:
         with metrics.RECONCILE.time():
             return await self._reconcile(key, idx)
@@ -144,7 +163,8 @@ class TrainingJobController:
         )
         try:
             capacity = await self._capacity(job, pods, idx, lost)
-            seen = Observed(pods, key in idx.services, lost, capacity, nodes, prices)
+            live = await self._live_progress(key, job, pods)
+            seen = Observed(pods, key in idx.services, lost, capacity, nodes, prices, live)
             decision = plan(job, seen, now)
             await self._apply(key, body, decision, now)
         except ApiError as exc:

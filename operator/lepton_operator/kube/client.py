@@ -58,6 +58,7 @@ class Kube:
         self.cfg = cfg or load_configuration()
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._pods: aiohttp.ClientSession | None = None  # plain HTTP to pods, never the API's credentials
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.cfg.verify_ssl:
@@ -81,8 +82,15 @@ class Kube:
         return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._pods):
+            if session is not None:
+                await session.close()
+
+    async def fetch_json(self, url: str, seconds: float = 1.0) -> dict[str, Any] | None:
+        """GET JSON from a pod's own endpoint (no API credentials are sent there)."""
+        if self._pods is None or self._pods.closed:
+            self._pods = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32))
+        return await fetch_json_from(self._pods, url, seconds)
 
     async def request(
         self,
@@ -145,3 +153,15 @@ class Kube:
         _, body = await self.request("GET", object_path(api_version, plural, namespace), params=params)
         items: list[dict[str, Any]] = body.get("items") or []
         return items
+
+
+async def fetch_json_from(session: aiohttp.ClientSession, url: str, seconds: float) -> dict[str, Any] | None:
+    """GET a small JSON document from a pod (progress, metrics); None when it does not answer."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=seconds)) as resp:
+            if resp.status != 200:
+                return None
+            doc = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None

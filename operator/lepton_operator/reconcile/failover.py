@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from ..api.trainingjob import ExitCodes, FailurePolicy, FailureRule
 from .observe import PodView
+from .progress import parse_json
 
 DISRUPTIONS = ("Evicted", "Preempted", "Disrupted", "NodeLost", "PodLost")
 # Pod-level reasons a kubelet gives when the node, not the program, ended the pod.
@@ -42,7 +43,9 @@ def describe(pod: PodView) -> str:
     if pod.disrupted:
         parts.append(f"disrupted ({pod.disrupted})")
     text = ", ".join(parts)
-    return f"{text}: {pod.message.strip()[:512]}" if pod.message and pod.message.strip() else text
+    result = parse_json(pod.message)
+    detail = str(result.get("error") or "") if result is not None else (pod.message or "").strip()
+    return f"{text}: {detail[:512]}" if detail else text
 
 
 def failure_reason(pod: PodView, lost_nodes: frozenset[str] = frozenset()) -> str:

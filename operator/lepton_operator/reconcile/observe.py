@@ -25,6 +25,7 @@ class PodView:
     started_at: str | None = None
     created: str | None = None  # metadata.creationTimestamp
     finished_at: str | None = None  # when the container terminated
+    ip: str | None = None  # status.podIP
 
 
 def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
@@ -70,4 +71,5 @@ def pod_view(pod: dict[str, Any]) -> PodView:
         started_at=running.get("startedAt") or term.get("startedAt"),
         created=meta.get("creationTimestamp"),
         finished_at=term.get("finishedAt"),
+        ip=status.get("podIP"),
     )

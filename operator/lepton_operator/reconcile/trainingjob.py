@@ -26,6 +26,7 @@ from .conditions import is_true, set_condition
 from .cost import COST_WRITE_INTERVAL, accrue, over_budget, placement
 from .failover import Action, Verdict, classify, worst
 from .observe import PodView
+from .progress import progress
 
 TERMINAL = ("Succeeded", "Failed")
 GROW_RECHECK_SECONDS = 10.0  # how often an elastic job below its target looks for free GPUs
@@ -67,7 +68,7 @@ class Observed:
     capacity: int | None = None  # workers of this job's shape that fit if its own pods were gone; None = unknown
     nodes: Mapping[str, NodeView] = field(default_factory=dict)  # for prices: GPU product, spot or on-demand
     prices: PriceTable = field(default_factory=lambda: DEFAULT_PRICES)
-    eta_seconds: float | None = None  # from the trainer's progress, for the projected cost
+    live_progress: dict[str, Any] | None = None  # rank 0's latest /progress document, when fetched
 
 
 def rfc3339(now: datetime) -> str:
@@ -199,8 +200,8 @@ class _Pass:
         self.status.observed_generation = self.generation
         self.status.selector = selector(self.job.metadata["name"])
         new, old = self.status.to_wire(), self.old.to_wire()
-        if new.get("cost") != old.get("cost") and _without_cost(new) == _without_cost(old):
-            # Only the cost moved: refresh it every COST_WRITE_INTERVAL, not on every pass.
+        if new != old and _stable(new) == _stable(old):
+            # Only cost or progress moved: refresh them every COST_WRITE_INTERVAL, not on every pass.
             last = self.old.cost.last_accrual if self.old.cost else None
             if last and seconds_since(last, self.now) < COST_WRITE_INTERVAL:
                 new = old
@@ -211,8 +212,11 @@ class _Pass:
         return self.plan
 
 
-def _without_cost(status: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in status.items() if k != "cost"}
+VOLATILE = ("cost", "progress")  # change on every pass while a job runs: written at most every 30 s
+
+
+def _stable(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k not in VOLATILE}
 
 
 def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
@@ -242,7 +246,10 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
                 p.plan.requeue(left)
         return p.result()
 
-    st.cost = accrue(job, seen.pods, seen.nodes, seen.prices, now, seen.eta_seconds)
+    if (reported := progress(current, seen.live_progress)) is not None:
+        st.progress = reported
+    eta = st.progress.eta_seconds if st.progress and st.progress.source == "endpoint" else None
+    st.cost = accrue(job, seen.pods, seen.nodes, seen.prices, now, eta)
     budget_stop = over_budget(job, st.cost)
     rate = float(st.cost.rate_usd_per_hour)
     if spec.budget and rate > 0 and not budget_stop:  # look again when the budget would run out
