@@ -84,3 +84,14 @@ def wait_phase(cluster: Cluster, namespace: str, name: str, phase: str, timeout:
     )
     assert result is not None
     return result
+
+
+def table(cluster: Cluster, namespace: str, kind: str = "tj") -> list[dict[str, str]]:
+    """`kubectl get` as a person sees it, one dict per row keyed by column header (empty cells kept)."""
+    lines = cluster.kubectl("get", kind, "-n", namespace).stdout.splitlines()
+    if not lines:
+        return []
+    header = lines[0]
+    starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    return [{header[a:b].strip(): line[a:b].strip() for a, b in bounds} for line in lines[1:]]

@@ -22,6 +22,7 @@ from lepton_cluster.jobs import (
     live_pods,
     patch_job,
     status,
+    table,
     wait_phase,
 )
 from lepton_cluster.operator import OperatorProcess
@@ -91,9 +92,8 @@ def test_cost_matches_the_formula_across_a_restart_epoch_and_an_operator_restart
     assert cost["gpuHours"] == pytest.approx(4 * seconds / 3600, rel=0.01)
     assert cost["estimatedCostUsd"] == f"{cost['accruedUsd']:.2f}"
     assert cost["priceSource"].startswith("defaults")
-    row = cluster.kubectl("get", "tj", "priced", "-n", namespace, "--no-headers").stdout.split()
-    assert row[4] == str(cost["gpuHours"]) or float(row[4]) == pytest.approx(cost["gpuHours"])
-    assert row[5] == cost["estimatedCostUsd"]
+    (row,) = table(cluster, namespace)
+    assert float(row["GPU-H"]) == pytest.approx(cost["gpuHours"]) and row["COST"] == cost["estimatedCostUsd"]
 
 
 @pytest.mark.timeout(120)

@@ -22,6 +22,7 @@ from lepton_cluster.jobs import (
     live_pods,
     patch_job,
     status,
+    table,
     wait_phase,
 )
 from lepton_cluster.operator import OperatorProcess
@@ -51,14 +52,16 @@ def test_sample_job_runs_on_gpu_nodes_and_succeeds(cluster: Cluster, namespace: 
         node = cluster.core.read_node(pod["spec"]["nodeName"])
         assert node.metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
         assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    table = cluster.kubectl("get", "tj", "-n", namespace).stdout
-    header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "READY", "RESTARTS", "GPU-H", "COST", "AGE"]
-    assert row.split()[:4] == ["digits", "Running", "2/2", "0"]
+    (row,) = table(cluster, namespace)
+    assert list(row) == ["NAME", "PHASE", "READY", "RESTARTS", "PROGRESS", "GPU-H", "COST", "AGE"]
+    assert (row["NAME"], row["PHASE"], row["READY"], row["RESTARTS"]) == ("digits", "Running", "2/2", "0")
     assert condition(st, "Running")["status"] == "True"
+    result = '{"state":"Succeeded","testAccuracy":0.9722,"steps":560}'  # what the trainer writes
     for pod in pods:
-        cluster.complete_pod(namespace, pod["metadata"]["name"])
+        cluster.complete_pod(namespace, pod["metadata"]["name"], message=result)
     done = wait_phase(cluster, namespace, "digits", "Succeeded")
+    assert done["progress"]["testAccuracy"] == 0.9722
+    assert table(cluster, namespace)[0]["PROGRESS"] == "done acc=0.972"
     assert done["completionTime"] and condition(done, "Succeeded")["reason"] == "Succeeded"
     events = cluster.core.list_namespaced_event(namespace, field_selector="involvedObject.name=digits").items
     assert {"AllWorkersRunning", "Succeeded"} <= {e.reason for e in events}
