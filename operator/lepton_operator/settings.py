@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -9,8 +10,10 @@ import kopf
 
 from .config import OperatorConfig
 from .constants import GROUP, LABEL_MANAGED_BY, MANAGER
+from .handlers import prices
 from .handlers.trainingjob import TrainingJobController
 from .kube.client import Kube
+from .prices import PriceTable
 
 
 @kopf.on.startup()
@@ -25,7 +28,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     # Only our children are watched and held in memory, filtered by the API server.
     for resource in ("pods", "services"):
         settings.watching.label_selectors[resource] = f"{LABEL_MANAGED_BY}={MANAGER}"
-    settings.watching.label_selectors["configmaps"] = "lepton.ai/prices=true"
     # Resources are resolved once at start-up (the CRDs come with the chart): no CRD watching, and namespaces
     # are watched only for glob patterns such as "team-*", so the operator needs no RBAC on CRDs (nor on
     # namespaces unless it is given patterns).
@@ -39,10 +41,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     memo.config = config
     memo.kube = Kube(connections=config.api_connections)
     memo.trainingjobs = TrainingJobController(memo.kube, backoff_max=config.requeue_backoff_max)
+    memo.tasks = []
+    if config.prices_configmap:
+
+        def use(table: PriceTable) -> None:
+            memo.trainingjobs.prices = table
+
+        memo.tasks.append(asyncio.create_task(prices.follow(memo.kube, config.prices_configmap, use)))
     logger.info("lepton-operator configured: namespaces=%s", config.namespaces or "all")
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("tasks", []):
+        task.cancel()
     await memo.trainingjobs.coalescer.close()
     await memo.kube.close()

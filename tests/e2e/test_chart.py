@@ -267,8 +267,6 @@ NEEDED = [
     ("watch", "services"),
     ("create", "services"),
     ("create", "events"),
-    ("list", "configmaps"),
-    ("watch", "configmaps"),
 ]
 FORBIDDEN = [
     ("get", "secrets"),
@@ -278,6 +276,8 @@ FORBIDDEN = [
     ("patch", "pods"),
     ("update", "pods"),
     ("get", "configmaps"),
+    ("list", "configmaps"),
+    ("watch", "configmaps"),
     ("create", "configmaps"),
     ("delete", "services"),
     ("create", "trainingjobs.lepton.ai"),
@@ -331,8 +331,11 @@ def test_namespace_scope_is_confined_to_its_namespace(cluster: Cluster, namespac
         assert not can_i(cluster, user, "list", "pods", None)  # no cluster-wide pod list in this mode
         assert can_i(cluster, user, "list", "nodes", None) and can_i(cluster, user, "watch", "nodes", None)
         assert not can_i(cluster, user, "delete", "nodes", None)
-        env = cluster.kubectl_json("get", "configmap", f"{release}-lepton-operator-prices", "-n", namespace)
-        assert env["metadata"]["labels"]["lepton.ai/prices"] == "true"
+        prices = f"configmap/{release}-lepton-operator-prices"
+        ask = ("auth", "can-i", "get", prices, f"--as={user}", "-n", namespace)
+        assert cluster.kubectl(*ask, check=False).stdout.strip() == "yes"  # the one ConfigMap, by name
+        other = ("auth", "can-i", "get", "configmap/other", f"--as={user}", "-n", namespace)
+        assert cluster.kubectl(*other, check=False).stdout.strip() == "no"
     finally:
         helm(cluster, "uninstall", release, "-n", namespace, "--wait")
     wait_for(

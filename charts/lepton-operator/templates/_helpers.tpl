@@ -99,11 +99,6 @@ tests/e2e (the operator runs every e2e scenario with this identity).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-# The price table: list+watch of ConfigMaps labelled lepton.ai/prices=true (the label selector is applied by the
-# API server, but RBAC cannot restrict by label: this is read access to ConfigMaps of the scope).
-- apiGroups: [""]
-  resources: ["configmaps"]
-  verbs: ["list", "watch"]
 {{- end -}}
 
 {{/* The cluster-scoped rules every mode needs. */}}

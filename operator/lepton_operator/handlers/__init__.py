@@ -1,3 +1,3 @@
 """Thin kopf wiring: observe -> plan -> apply. Importing this package registers the handlers."""
 
-from . import prices, trainingjob  # noqa: F401
+from . import trainingjob  # noqa: F401

@@ -1,32 +1,45 @@
-"""The price table ConfigMap: edits apply to the next reconcile of every job, without a restart."""
+"""The price table ConfigMap: one named ConfigMap in the operator's namespace, re-read every few seconds.
+
+Only that object is read (RBAC: `get` on it by name, nothing else), so no one who can create ConfigMaps
+elsewhere can change prices and get around budgets. Edits apply to the next reconcile of every job.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
 
-import kopf
+import aiohttp
 import yaml
 from pydantic import ValidationError
 
-from ..prices import DEFAULT_PRICES, PRICES_CONFIGMAP_KEY
-from .trainingjob import TrainingJobController
+from ..kube.client import ApiError, Kube
+from ..prices import DEFAULT_PRICES, PRICES_CONFIGMAP_KEY, PriceTable
 
 log = logging.getLogger("lepton_operator.prices")
-PRICES_LABEL = {"lepton.ai/prices": "true"}
+POLL_SECONDS = 10.0
 
 
-@kopf.on.event("", "v1", "configmaps", labels=PRICES_LABEL)
-def prices_changed(type: str | None, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    ctl: TrainingJobController = memo.trainingjobs
-    if type == "DELETED":
-        ctl.prices = DEFAULT_PRICES
-        log.info("price ConfigMap %s/%s deleted: back to the default prices", namespace, name)
-        return
-    text = (body.get("data") or {}).get(PRICES_CONFIGMAP_KEY, "")
-    try:
-        ctl.prices = DEFAULT_PRICES.merged(yaml.safe_load(text) or {}, f"configmap {namespace}/{name}")
-    except (yaml.YAMLError, ValidationError, TypeError, AttributeError) as exc:
-        log.error("price ConfigMap %s/%s is invalid, keeping the previous prices: %s", namespace, name, exc)
-        return
-    log.info("prices from configmap %s/%s: %d GPU products", namespace, name, len(ctl.prices.gpus))
+def parse(text: str, source: str) -> PriceTable:
+    """The defaults overridden by a `prices.yaml` document (a partial table, camelCase)."""
+    return DEFAULT_PRICES.merged(yaml.safe_load(text) or {}, source)
+
+
+async def follow(kube: Kube, ref: str, apply: Callable[[PriceTable], None]) -> None:
+    """Poll `namespace/name` forever, calling `apply` whenever the table changes."""
+    namespace, _, name = ref.partition("/")
+    last: str | None = None
+    while True:
+        try:
+            cm = await kube.get("v1", "configmaps", namespace, name)
+            text = ((cm or {}).get("data") or {}).get(PRICES_CONFIGMAP_KEY)
+            if text != last:
+                last = text
+                apply(DEFAULT_PRICES if text is None else parse(text, f"configmap {ref}"))
+                log.info("prices from %s", "defaults (no ConfigMap)" if text is None else f"configmap {ref}")
+        except (yaml.YAMLError, ValidationError, TypeError, AttributeError) as exc:
+            log.error("price ConfigMap %s is invalid, keeping the previous prices: %s", ref, exc)
+        except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("cannot read price ConfigMap %s: %s", ref, exc)
+        await asyncio.sleep(POLL_SECONDS)
