@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
-
 from lepton_operator.handlers.prices import parse
 from lepton_operator.prices import DEFAULT_PRICES
+from pydantic import ValidationError
 
 
 def test_a_partial_table_overrides_only_what_it_names() -> None:
