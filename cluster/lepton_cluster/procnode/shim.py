@@ -66,13 +66,17 @@ def _make_mountpoint(target: str, created: list[str]) -> None:
 def prepare_filesystem(launch: dict[str, Any], attempt: Path) -> None:
     """In the container's mount namespace (private: nothing propagates back to the host)."""
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    # sources are opened before the private /tmp hides the host's (a hostPath may live under /tmp)
+    sources = [os.open(m["source"], os.O_PATH) for m in launch["mounts"]]
     _mount(launch["tmp"], "/tmp", None, MS_BIND | MS_REC)
     created: list[str] = []
-    for m in launch["mounts"]:
+    for m, fd in zip(launch["mounts"], sources, strict=True):
+        source = f"/proc/self/fd/{fd}"
         _make_mountpoint(m["target"], created)
-        _mount(m["source"], m["target"], None, MS_BIND | MS_REC)
+        _mount(source, m["target"], None, MS_BIND | MS_REC)
         if m.get("readOnly"):
-            _mount(m["source"], m["target"], None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+            _mount(source, m["target"], None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        os.close(fd)
     # mount points the host did not have: the agent removes them again with the pod
     write_json(attempt / "mountpoints.json", [c for c in created if not c.startswith("/tmp/")])
 
