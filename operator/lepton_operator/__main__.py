@@ -22,8 +22,8 @@ def main() -> None:
         metrics.serve(config.metrics_port, config.listen_host)
     asyncio.run(
         kopf.operator(
-            clusterwide=not config.namespaces,
-            namespaces=config.namespaces,
+            clusterwide=not config.exact_namespaces,
+            namespaces=config.exact_namespaces,
             standalone=True,
             liveness_endpoint=probe,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -11,7 +13,25 @@ class OperatorConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LEPTON_", extra="ignore")
 
-    namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty = all.")
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces to watch; empty = all. Glob patterns ('team-*') watch cluster-wide and skip "
+        "the rest in the operator (no namespace discovery, so no RBAC on namespaces).",
+    )
+
+    @property
+    def patterns(self) -> list[str]:
+        return [ns for ns in self.namespaces if any(ch in ns for ch in "*?[")]
+
+    @property
+    def exact_namespaces(self) -> list[str]:
+        """What kopf watches: exact names only; with any pattern, everything (filtered by `watches`)."""
+        return [] if self.patterns else list(self.namespaces)
+
+    def watches(self, namespace: str | None) -> bool:
+        """Whether a namespace is this operator's (always true without patterns: kopf filtered already)."""
+        pats = self.patterns
+        return not pats or (namespace is not None and any(fnmatch.fnmatchcase(namespace, p) for p in pats))
     api_connections: int = Field(default=64, ge=1, le=1024, description="Concurrent API connections.")
     requeue_backoff_max: float = Field(default=30.0, gt=0, description="Cap of the retry delay after API errors.")
     metrics_port: int = Field(default=8000, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it.")
@@ -22,3 +42,10 @@ class OperatorConfig(BaseSettings):
         pattern=r"^([a-z0-9-]+/[a-z0-9.-]+)?$",
     )
     liveness_port: int = Field(default=8080, ge=0, le=65535, description="kopf's /healthz port; 0 disables it.")
+    serve_image: str = Field(
+        default="ghcr.io/lepton-ai/lepton-trainer:0.1.0",
+        description="Default InferenceService server image (the trainer image; serve entrypoint).",
+    )
+    scrape_interval: float = Field(
+        default=1.0, gt=0, le=60, description="Seconds between scrapes of the model servers' /metrics (autoscaler)."
+    )

@@ -10,6 +10,8 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 
 TRAININGJOB_KIND: Final = "TrainingJob"
 TRAININGJOB_PLURAL: Final = "trainingjobs"
+INFERENCESERVICE_KIND: Final = "InferenceService"
+INFERENCESERVICE_PLURAL: Final = "inferenceservices"
 
 CONTROLLER_NAME: Final = "lepton.ai/trainingjob-controller"  # the default spec.managedBy
 MANAGER: Final = "lepton-operator"  # field manager and app.kubernetes.io/managed-by value
@@ -37,3 +39,8 @@ COND_SUCCEEDED: Final = "Succeeded"
 COND_FAILED: Final = "Failed"
 COND_INVALID: Final = "InvalidSpec"
 COND_BUDGET: Final = "BudgetExceeded"
+
+# InferenceService: the label on its Deployment, Service and pods; condition types.
+LABEL_ISVC: Final = "lepton.ai/inferenceservice"
+COND_READY: Final = "Ready"
+COND_MODEL_LOADED: Final = "ModelLoaded"

@@ -28,10 +28,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     # Only our children are watched and held in memory, filtered by the API server.
     for resource in ("pods", "services"):
         settings.watching.label_selectors[resource] = f"{LABEL_MANAGED_BY}={MANAGER}"
-    # Resources are resolved once at start-up (the CRDs come with the chart): no CRD watching, and namespaces
-    # are watched only for glob patterns such as "team-*", so the operator needs no RBAC on CRDs (nor on
-    # namespaces unless it is given patterns).
-    settings.scanning.disabled = not any(ch in ns for ns in config.namespaces for ch in "*?[")
+    # Resources are resolved once at start-up (the CRDs come with the chart) and namespaces are exact names or
+    # filtered in the handlers: no CRD or namespace watching, so no RBAC on either.
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10

@@ -20,10 +20,12 @@ import yaml
 from lepton_cluster.chart import CHART, REPO, apply_identity, template
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.testing import unique_name, wait_for
+from lepton_operator.api.resources import RESOURCES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 CRD = "trainingjobs.lepton.ai"
+ALL_CRDS = [r.crd_name for r in RESOURCES]
 ALL_OPTIONAL = (
     "networkPolicy.enabled=true",
     "networkPolicy.apiServerCIDRs={10.0.0.1/32}",
@@ -98,11 +100,13 @@ def test_cross_field_rules_fail_with_a_message(cluster: Cluster) -> None:
 # -- rendering -------------------------------------------------------------------------------------
 def test_defaults_render_secure_deployment_and_crd_switches(cluster: Cluster) -> None:
     out = docs(template(cluster, "t", "lepton-system"))
-    by_kind = {d["kind"]: d for d in out}
+    by_kind = {d["kind"]: d for d in out if d["kind"] != "CustomResourceDefinition"}
+    by_kind["CustomResourceDefinition"] = next(d for d in out if d["metadata"]["name"] == CRD)
     assert sorted(by_kind) == [
-        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment", "Service",
-        "ServiceAccount",
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment", "Role",
+        "RoleBinding", "Service", "ServiceAccount",
     ]  # fmt: skip
+    assert sorted(d["metadata"]["name"] for d in out if d["kind"] == "CustomResourceDefinition") == sorted(ALL_CRDS)
     dep = by_kind["Deployment"]["spec"]
     assert dep["replicas"] == 1 and dep["strategy"] == {"type": "Recreate"}
     pod = dep["template"]["spec"]
@@ -194,12 +198,13 @@ def test_install_creates_everything_and_uninstall_keeps_the_crd(cluster: Cluster
     release = unique_name("lo")
     fullname = f"{release}-lepton-operator"
     with crd_adoption_lock():
-        # The CRD exists (crds fixture, other sessions): hand it to this release the way Helm adopts objects.
-        cluster.kubectl("label", "crd", CRD, "--overwrite", "app.kubernetes.io/managed-by=Helm")
-        cluster.kubectl(
-            "annotate", "crd", CRD, "--overwrite",
-            f"meta.helm.sh/release-name={release}", f"meta.helm.sh/release-namespace={namespace}",
-        )  # fmt: skip
+        # The CRDs exist (crds fixture, other sessions): hand them to this release the way Helm adopts objects.
+        for crd in ALL_CRDS:
+            cluster.kubectl("label", "crd", crd, "--overwrite", "app.kubernetes.io/managed-by=Helm")
+            cluster.kubectl(
+                "annotate", "crd", crd, "--overwrite",
+                f"meta.helm.sh/release-name={release}", f"meta.helm.sh/release-namespace={namespace}",
+            )  # fmt: skip
         job = {
             "apiVersion": "lepton.ai/v1alpha1",
             "kind": "TrainingJob",

@@ -217,3 +217,10 @@ def test_a_json_error_in_the_termination_message_names_the_failure() -> None:
     failed = pod(job, 0, 1, "Failed", exit_code=1, message='{"state":"Failed","error":"ValueError: bad lr"}')
     st = plan(job, [pod(job, 0, 0), failed], True, NOW).status
     assert st["message"].endswith("exit code 1: ValueError: bad lr")
+
+
+def test_resume_after_suspend_is_no_failure() -> None:
+    running_status = {"restartEpoch": 0, "restarts": 0, "replicas": 2, "launched": True}
+    suspended = plan(make_job(status=running_status, suspend=True), [], True, NOW).status
+    p = plan(make_job(status=suspended), [], True, NOW)
+    assert names(p.create) == ["mnist-0-0", "mnist-0-1"] and p.status["restartEpoch"] == 0

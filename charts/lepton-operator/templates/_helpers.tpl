@@ -85,6 +85,23 @@ tests/e2e (the operator runs every e2e scenario with this identity).
 - apiGroups: ["lepton.ai"]
   resources: ["trainingjobs/finalizers"]
   verbs: ["update"]
+# InferenceServices: list+watch feed kopf's index, event handler and the per-service autoscaler. Read-only spec.
+- apiGroups: ["lepton.ai"]
+  resources: ["inferenceservices"]
+  verbs: ["list", "watch"]
+# One merge-patch of an InferenceService's .status per reconcile pass (conditions, replicas, URL, cost).
+- apiGroups: ["lepton.ai"]
+  resources: ["inferenceservices/status"]
+  verbs: ["patch"]
+# The Deployment and Service of an InferenceService carry a blocking ownerReference (see trainingjobs/finalizers).
+- apiGroups: ["lepton.ai"]
+  resources: ["inferenceservices/finalizers"]
+  verbs: ["update"]
+# An InferenceService's Deployment: list+watch (label-selected, kopf index), create once, merge-patch for replicas
+# (autoscaler) and a new template (model or image change: rolling update). Deleted by the garbage collector.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["list", "watch", "create", "patch"]
 # Worker pods: list+watch (label-selected managed-by=lepton-operator, kopf index), create `<job>-<epoch>-<rank>`,
 # delete on a new epoch, suspend, scale-down or node loss. Pods are never patched or updated. In scope=cluster
 # the cluster-wide list also measures free GPUs for elastic sizing.
@@ -107,15 +124,5 @@ tests/e2e (the operator runs every e2e scenario with this identity).
 # (NotReady, unreachable taints, deletion). Read-only: never patched, cordoned or deleted.
 - apiGroups: [""]
   resources: ["nodes"]
-  verbs: ["list", "watch"]
-# Namespaces: list+watch, so that LEPTON_NAMESPACES may hold glob patterns ("team-*"): kopf then discovers the
-# matching namespaces as they come and go. Metadata only; never created, changed or deleted.
-- apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["list", "watch"]
-# CustomResourceDefinitions: list+watch, which kopf's resource discovery uses whenever it watches namespaces
-# (namespace patterns). Schemas only; never created, changed or deleted.
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
 {{- end -}}

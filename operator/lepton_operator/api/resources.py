@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..constants import GROUP, TRAININGJOB_KIND, TRAININGJOB_PLURAL
-from . import trainingjob
+from ..constants import GROUP, INFERENCESERVICE_KIND, INFERENCESERVICE_PLURAL, TRAININGJOB_KIND, TRAININGJOB_PLURAL
+from . import inferenceservice, trainingjob
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,18 @@ RESOURCES: list[Resource] = [
         short_names=["tj"],
         model=trainingjob.TrainingJob,
         printer_columns=trainingjob.PRINTER_COLUMNS,
+        scale={
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    ),
+    Resource(
+        kind=INFERENCESERVICE_KIND,
+        plural=INFERENCESERVICE_PLURAL,
+        short_names=["lisvc"],
+        model=inferenceservice.InferenceService,
+        printer_columns=inferenceservice.PRINTER_COLUMNS,
         scale={
             "specReplicasPath": ".spec.replicas",
             "statusReplicasPath": ".status.replicas",

@@ -1,3 +1,3 @@
 """Thin kopf wiring: observe -> plan -> apply. Importing this package registers the handlers."""
 
-from . import trainingjob  # noqa: F401
+from . import inferenceservice, trainingjob  # noqa: F401

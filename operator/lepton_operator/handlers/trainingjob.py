@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from .. import metrics
 from ..api.trainingjob import TrainingJob
+from ..config import OperatorConfig
 from ..constants import (
     API_VERSION,
     COND_INVALID,
@@ -281,17 +282,23 @@ class TrainingJobController:
 
 
 # -- indexes ---------------------------------------------------------------------------------------
-@kopf.index(GROUP, VERSION, TRAININGJOB_PLURAL)
+def ours(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    """kopf `when=` filter: the namespace matches LEPTON_NAMESPACES patterns (always true without patterns)."""
+    config: OperatorConfig = memo.config
+    return config.watches(namespace)
+
+
+@kopf.index(GROUP, VERSION, TRAININGJOB_PLURAL, when=ours)
 def trainingjob_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     return {(namespace, name): dict(body)}
 
 
-@kopf.index("", "v1", "pods", labels=CHILD_LABELS)
+@kopf.index("", "v1", "pods", labels=CHILD_LABELS, when=ours)
 def trainingjob_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, PodView]:
     return {(namespace, labels.get(LABEL_JOB, "")): pod_view(dict(body))}
 
 
-@kopf.index("", "v1", "services", labels=CHILD_LABELS)
+@kopf.index("", "v1", "services", labels=CHILD_LABELS, when=ours)
 def trainingjob_services(namespace: str, labels: kopf.Labels, name: str, **_: Any) -> dict[Key, str]:
     return {(namespace, labels.get(LABEL_JOB, "")): name}
 
@@ -313,7 +320,7 @@ def _indexes(kwargs: dict[str, Any]) -> Indexes:
 
 
 # -- triggers --------------------------------------------------------------------------------------
-@kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL)
+@kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL, when=ours)
 async def trainingjob_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     ctl = _controller(memo)
     if type == "DELETED":
@@ -322,8 +329,8 @@ async def trainingjob_changed(type: str | None, namespace: str, name: str, memo:
     await ctl.trigger((namespace, name), _indexes(kwargs))
 
 
-@kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
-@kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
+@kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, when=ours)
+@kopf.on.event("", "v1", "services", labels=CHILD_LABELS, when=ours)
 async def child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
     await _controller(memo).trigger((namespace, labels.get(LABEL_JOB, "")), _indexes(kwargs))
 

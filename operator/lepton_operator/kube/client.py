@@ -142,6 +142,20 @@ class Kube:
         )
         return None if code == 404 else body
 
+    async def patch(
+        self, api_version: str, plural: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A JSON merge patch of an object; the updated object, or None when it is gone."""
+        code, body = await self.request(
+            "PATCH",
+            object_path(api_version, plural, namespace, name),
+            json=patch,
+            content_type="application/merge-patch+json",
+            params={"fieldManager": MANAGER},
+            ok=(404,),
+        )
+        return None if code == 404 else body
+
     async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         code, body = await self.request("GET", object_path(api_version, plural, namespace, name), ok=(404,))
         return None if code == 404 else body

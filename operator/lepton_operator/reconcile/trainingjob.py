@@ -260,6 +260,7 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
         p.drop(COND_BUDGET, "WithinBudget", "cost is within spec.budget")
     if spec.suspend or budget_stop:
         p.delete(current)
+        st.launched = False  # the pods are gone on purpose: resuming creates them, it is no failure
         why = budget_stop or "spec.suspend is true"
         p.cond(COND_SUSPENDED, True, "BudgetExceeded" if budget_stop else "Suspended", f"{why}: pods deleted")
         p.drop(COND_RUNNING, "Suspended", "job is suspended")

@@ -1,0 +1,171 @@
+"""Render an InferenceService's Deployment and Service (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.inferenceservice import InferenceService
+from ..constants import (
+    API_VERSION,
+    GPU_PRODUCT_LABEL,
+    GPU_RESOURCE,
+    INFERENCESERVICE_KIND,
+    LABEL_ISVC,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    MANAGER,
+)
+
+SERVE_PORT = 8080  # the server's port in the pod (lepton_trainer.serve's default)
+SERVICE_PORT = 80
+CONTAINER = "server"
+MODEL_VOLUME = "model"
+TEMPLATE_HASH = "lepton.ai/template-hash"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+@dataclass(frozen=True)
+class ModelMount:
+    """The resolved model: its path in the container and the volume (a Pod volume source) it lives on."""
+
+    path: str
+    volume: dict[str, Any] | None = None
+    mount_path: str | None = None
+
+
+def labels(name: str) -> dict[str, str]:
+    return {LABEL_ISVC: name, LABEL_NAME: "inferenceservice", LABEL_MANAGED_BY: MANAGER}
+
+
+def selector(name: str) -> str:
+    return f"{LABEL_ISVC}={name},{LABEL_NAME}=inferenceservice"
+
+
+def url(isvc: InferenceService) -> str:
+    meta = isvc.metadata
+    return f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local/v2/models/{meta['name']}"
+
+
+def owner_reference(isvc: InferenceService) -> dict[str, Any]:
+    meta = isvc.metadata
+    return {
+        "apiVersion": API_VERSION,
+        "kind": INFERENCESERVICE_KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def server_args(isvc: InferenceService, model: ModelMount) -> list[str]:
+    b = isvc.spec.batching
+    return [
+        "-m", "lepton_trainer.serve",
+        "--model-dir", model.path,
+        "--name", isvc.metadata["name"],
+        "--port", str(SERVE_PORT),
+        "--max-batch-size", str(b.max_batch_size),
+        "--max-wait-ms", f"{b.max_wait_ms:g}",
+    ]  # fmt: skip
+
+
+def _resources(isvc: InferenceService) -> dict[str, Any]:
+    spec, amounts = isvc.spec, {}
+    if spec.resources and spec.resources.cpu:
+        amounts["cpu"] = spec.resources.cpu
+    if spec.resources and spec.resources.memory:
+        amounts["memory"] = spec.resources.memory
+    if spec.gpus:
+        amounts[GPU_RESOURCE] = str(spec.gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def pod_template(isvc: InferenceService, model: ModelMount, image: str) -> dict[str, Any]:
+    """The server pod: readiness = model loaded (/v2/health/ready), liveness = process answers."""
+    spec, name = isvc.spec, isvc.metadata["name"]
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image or image,
+        "command": ["python"],
+        "args": server_args(isvc, model),
+        "ports": [{"name": "http", "containerPort": SERVE_PORT}],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if resources := _resources(isvc):
+        container["resources"] = resources
+    pod: dict[str, Any] = {
+        "containers": [container],
+        "tolerations": ([GPU_TOLERATION] if spec.gpus else []) + [t.to_wire() for t in spec.tolerations or []],
+        "terminationGracePeriodSeconds": 30,  # the server drains in-flight requests within 25 s
+        "enableServiceLinks": False,
+    }
+    if spec.gpu_type:
+        term = {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [spec.gpu_type]}
+        pod["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [term]}]}
+            }
+        }
+    if model.volume is not None and model.mount_path:
+        pod["volumes"] = [{"name": MODEL_VOLUME, **model.volume}]
+        container["volumeMounts"] = [{"name": MODEL_VOLUME, "mountPath": model.mount_path, "readOnly": True}]
+    return {"metadata": {"labels": labels(name)}, "spec": pod}
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def deployment(isvc: InferenceService, model: ModelMount, image: str, replicas: int) -> dict[str, Any]:
+    """RollingUpdate with maxUnavailable 0: a new model or image is served before an old replica goes."""
+    meta, template = isvc.metadata, pod_template(isvc, model, image)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": labels(meta["name"]),
+            "annotations": {TEMPLATE_HASH: template_hash(template)},
+            "ownerReferences": [owner_reference(isvc)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {LABEL_ISVC: meta["name"], LABEL_NAME: "inferenceservice"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "revisionHistoryLimit": 3,
+            "template": template,
+        },
+    }
+
+
+def service(isvc: InferenceService) -> dict[str, Any]:
+    meta = isvc.metadata
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": labels(meta["name"]),
+            "ownerReferences": [owner_reference(isvc)],
+        },
+        "spec": {
+            "selector": {LABEL_ISVC: meta["name"], LABEL_NAME: "inferenceservice"},
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
+        },
+    }

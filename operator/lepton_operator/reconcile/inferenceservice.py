@@ -1,0 +1,199 @@
+"""The InferenceService decision: (service, Deployment, pods, server probes, autoscaler, now) -> Plan."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..api.base import Condition
+from ..api.inferenceservice import InferenceService, ServingCost
+from ..api.trainingjob import TrainingJob
+from ..builders import inferenceservice as build
+from ..constants import COND_MODEL_LOADED, COND_READY, GPU_PRODUCT_LABEL
+from ..prices import DEFAULT_PRICES, PriceTable
+from .autoscale import Decision
+from .capacity import NodeView
+from .conditions import get, set_condition
+from .cost import is_spot, quantity
+from .serving import DeploymentView, Probes, ServePod
+from .trainingjob import Event, rfc3339
+
+
+@dataclass(frozen=True)
+class Observed:
+    deployment: DeploymentView | None
+    service_exists: bool
+    pods: list[ServePod] = field(default_factory=list)
+    training_job: dict[str, Any] | None = None  # the body of spec.model.fromTrainingJob, when it exists
+    probes: Probes = field(default_factory=Probes)
+    scale: Decision | None = None  # the autoscaler's latest decision
+    nodes: Mapping[str, NodeView] = field(default_factory=dict)
+    prices: PriceTable = field(default_factory=lambda: DEFAULT_PRICES)
+    image: str = "ghcr.io/lepton-ai/lepton-trainer:0.1.0"
+
+
+@dataclass
+class Plan:
+    create: list[dict[str, Any]] = field(default_factory=list)
+    patch_deployment: dict[str, Any] | None = None  # a merge patch of the Deployment
+    status: dict[str, Any] | None = None  # the whole new status, or None when unchanged
+    events: list[Event] = field(default_factory=list)
+    scaled: tuple[int, int] | None = None  # (from, to) replicas
+
+
+class Unresolved(Exception):
+    """The model source cannot be served (yet): a reason and a message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def resolve_model(isvc: InferenceService, job_body: dict[str, Any] | None) -> build.ModelMount:
+    """The export to serve: spec.model.modelPath, or the export of a succeeded TrainingJob on its volume."""
+    src = isvc.spec.model
+    if src.model_path:
+        vol = src.volume
+        if vol is None:
+            return build.ModelMount(src.model_path)
+        source: dict[str, Any] = (
+            {"persistentVolumeClaim": {"claimName": vol.persistent_volume_claim, "readOnly": True}}
+            if vol.persistent_volume_claim
+            else {"hostPath": {"path": vol.host_path, "type": "Directory"}}
+        )
+        return build.ModelMount(src.model_path, source, vol.mount_path)
+    name = src.from_training_job
+    if job_body is None:
+        raise Unresolved("TrainingJobNotFound", f"trainingjob {name} does not exist in this namespace")
+    job = TrainingJob.model_validate(job_body)
+    phase = job.status.phase or "Pending"
+    if phase != "Succeeded":
+        raise Unresolved("WaitingForTrainingJob", f"trainingjob {name} is {phase}; serving starts when it succeeds")
+    ckpt = job.spec.checkpoint
+    if ckpt is None or ckpt.volume.empty_dir:
+        raise Unresolved(
+            "ModelNotPersisted",
+            f"trainingjob {name} kept its checkpoints in {'an emptyDir' if ckpt else 'no volume'}: its export is gone; "
+            "give it a persistentVolumeClaim or hostPath checkpoint volume",
+        )
+    v = ckpt.volume
+    source = (
+        {"persistentVolumeClaim": {"claimName": v.persistent_volume_claim, "readOnly": True}}
+        if v.persistent_volume_claim
+        else {"hostPath": {"path": v.host_path, "type": "Directory"}}
+    )
+    return build.ModelMount(f"{ckpt.path.rstrip('/')}/export", source, ckpt.path)
+
+
+def rate_per_hour(
+    isvc: InferenceService, pods: list[ServePod], nodes: Mapping[str, NodeView], prices: PriceTable
+) -> float:
+    """USD per hour of the running replicas (the TrainingJob cost model's prices)."""
+    spec, total = isvc.spec, 0.0
+    cpu = quantity(spec.resources.cpu if spec.resources else None) * prices.cpu_core_hour
+    mem = quantity(spec.resources.memory if spec.resources else None) / 2**30 * prices.memory_gib_hour
+    for pod in pods:
+        if pod.phase != "Running" or pod.deleting:
+            continue
+        node = nodes.get(pod.node or "")
+        product = (node.labels.get(GPU_PRODUCT_LABEL) if node else None) or spec.gpu_type
+        total += prices.gpu(product).hourly(is_spot(node)) * spec.gpus + cpu + mem
+    return total
+
+
+def desired_replicas(isvc: InferenceService, scale: Decision | None) -> int:
+    spec = isvc.spec
+    if spec.autoscaling.enabled and scale is not None:
+        return scale.replicas
+    start = spec.replicas if not spec.autoscaling.enabled else (isvc.status.replicas or spec.replicas)
+    return max(spec.min_replicas, min(spec.max_replicas, start or spec.min_replicas))
+
+
+def _model_condition(seen: Observed) -> tuple[bool, str, str]:
+    p = seen.probes
+    if p.failures:
+        pod, why = sorted(p.failures.items())[0]
+        return False, "LoadFailed", f"{pod}: {why}"
+    if p.loaded:
+        return True, "Loaded", f"{p.loaded} replica(s) serve version {p.version}"
+    if p.answered == 0 and seen.deployment and seen.deployment.ready_replicas:
+        return True, "ReadinessProbePassed", "replicas pass the readiness probe (model loaded)"
+    return False, "Loading", "no replica has loaded the model yet"
+
+
+def plan(isvc: InferenceService, seen: Observed, now: datetime) -> Plan:
+    p, stamp, gen = Plan(), rfc3339(now), isvc.metadata.get("generation")
+    old = isvc.status
+    st = old.model_copy(deep=True)
+    conditions: list[Condition] = list(st.conditions or [])
+
+    def cond(type_: str, ok: bool, reason: str, message: str) -> None:
+        t = set_condition(conditions, type_, ok, reason, message, stamp, gen)
+        if t is not None:
+            p.events.append(Event("Normal" if ok else "Warning", reason, f"{type_}: {message}"))
+
+    name = isvc.metadata["name"]
+    try:
+        model = resolve_model(isvc, seen.training_job)
+    except Unresolved as why:
+        cond(COND_MODEL_LOADED, False, why.reason, why.message)
+        cond(COND_READY, False, why.reason, why.message)
+        st.message = why.message
+    else:
+        st.model_path = model.path
+        replicas = desired_replicas(isvc, seen.scale)
+        want = build.deployment(isvc, model, seen.image, replicas)
+        dep = seen.deployment
+        if dep is None:
+            p.create.append(want)
+        elif dep.template_hash != want["metadata"]["annotations"][build.TEMPLATE_HASH]:
+            p.patch_deployment = {"metadata": {"annotations": want["metadata"]["annotations"]}, "spec": want["spec"]}
+            p.events.append(Event("Normal", "RollingUpdate", f"rolling out a new server template ({model.path})"))
+        elif dep.replicas != replicas:
+            p.patch_deployment = {"spec": {"replicas": replicas}}
+        if not seen.service_exists:
+            p.create.append(build.service(isvc))
+        if old.replicas is not None and replicas != old.replicas:
+            p.scaled = (old.replicas, replicas)
+            cause = seen.scale.reason if seen.scale else "Spec"
+            load = f", {seen.scale.stable:.1f} in flight (panic window {seen.scale.burst:.1f})" if seen.scale else ""
+            verb = "ScaledUp" if replicas > old.replicas else "ScaledDown"
+            p.events.append(Event("Normal", verb, f"{old.replicas} -> {replicas} replicas ({cause}{load})"))
+            st.last_scale_time = stamp
+        st.replicas = replicas
+        ready_n = dep.ready_replicas if dep else 0
+        st.ready_replicas = ready_n
+        st.replica_summary = f"{ready_n}/{replicas}"
+        st.selector = build.selector(name)
+        st.url = build.url(isvc)
+        ok, reason, message = _model_condition(seen)
+        cond(COND_MODEL_LOADED, ok, reason, message)
+        serving = bool(ready_n and (ok or seen.probes.loaded))  # old replicas may serve while a new model fails
+        if serving:
+            cond(COND_READY, True, "Serving", f"{ready_n} of {replicas} replica(s) ready at {st.url}")
+        elif ok:
+            cond(COND_READY, False, "NoReadyReplicas", "no replica is ready")
+        else:
+            cond(COND_READY, False, reason, message)
+        st.message = None if serving and ok else message
+        if seen.probes.version:
+            st.model_version = seen.probes.version
+        if seen.scale is not None:
+            st.panic = seen.scale.panic
+    st.conditions = conditions
+    ready_cond = get(conditions, COND_READY)
+    st.ready = ready_cond.status if ready_cond else "False"
+    st.observed_generation = gen
+    st.cost = ServingCost(
+        rate_usd_per_hour=f"{rate_per_hour(isvc, seen.pods, seen.nodes, seen.prices):.2f}",
+        price_source=seen.prices.source,
+    )
+    new, before = st.to_wire(), old.to_wire()
+    # The in-flight figure is informational: written along with other changes, never on its own.
+    if seen.scale is not None:
+        new["inFlight"] = f"{seen.scale.stable:.1f}"
+    if {k: v for k, v in new.items() if k != "inFlight"} != {k: v for k, v in before.items() if k != "inFlight"}:
+        p.status = new
+    return p
