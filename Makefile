@@ -4,7 +4,7 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 export LEPTON_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: venv crds lint typecheck test unit e2e cluster-build cluster-up cluster-down operator demo verify bench clean
+.PHONY: venv crds lint typecheck test unit e2e cluster-build cluster-up cluster-down operator demo demo-down verify bench clean
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
@@ -32,6 +32,12 @@ cluster-down: venv
 
 operator: venv ## run the operator against $$KUBECONFIG in the foreground
 	$(PY) -m lepton_operator
+
+demo: venv cluster-build ## train a real model: control plane, operator, process node, digits job (docs/demo.md)
+	@$(PY) -m lepton_cluster.demo
+
+demo-down: venv ## stop the demo's node agent (and its pods) and the control plane
+	@$(PY) -m lepton_cluster.demo down
 
 unit: venv
 	$(PY) -m pytest tests/unit

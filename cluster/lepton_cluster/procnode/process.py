@@ -42,12 +42,15 @@ class NodeAgentProcess:
             return None
         return pid if alive(pid, None) and "lepton_cluster.procnode" in _cmdline(pid) else None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, *, detach: bool = False) -> None:
+        """Start and wait for "agent ready". `detach`: its own session, so it outlives a Ctrl-C of the caller."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = {**os.environ, "LEPTON_RUN_DIR": str(self.cluster.run_dir)}
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self._argv("run"), stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(
+                self._argv("run"), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=detach
+            )
 
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
