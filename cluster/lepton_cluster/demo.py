@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from .cluster import Cluster, KubectlError
 from .jobs import REPO, install_crds
 from .operator import OperatorProcess
 from .procnode.process import NodeAgentProcess
+from .procnode.settings import RUNTIME_TOLERATION
 from .testing import create_namespace, delete_namespace, wait_for
 
 NAMESPACE = "demo"
@@ -68,6 +70,54 @@ def rank0_result(cluster: Cluster, epoch: int) -> dict[str, Any]:
     return doc
 
 
+def isvc_manifest() -> dict[str, Any]:
+    """One CPU replica of the trained model on the process node (tolerates its taint; the kwok nodes all
+    carry the GPU taint, so a `gpus: 0` server lands on local-0)."""
+    return {
+        "apiVersion": "lepton.ai/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": JOB},
+        "spec": {
+            "model": {"fromTrainingJob": JOB},
+            "gpus": 0,
+            "resources": {"cpu": "1", "memory": "2Gi"},
+            "tolerations": [RUNTIME_TOLERATION],
+            "minReplicas": 1,
+            "maxReplicas": 1,
+        },
+    }
+
+
+def serve(cluster: Cluster, timeout: float = 180.0) -> None:
+    """Serve the export with an InferenceService and print a prediction for a held-out digit."""
+    from sklearn.datasets import load_digits
+
+    say(f"InferenceService {JOB}: the trained model, served on local-0")
+    cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(isvc_manifest()))
+
+    def ready_ip() -> str | None:
+        st = cluster.kubectl_json("get", "lisvc", JOB, "-n", NAMESPACE).get("status") or {}
+        if st.get("ready") != "True":
+            return None
+        pods = cluster.kubectl_json("get", "pods", "-n", NAMESPACE, "-l", f"lepton.ai/inferenceservice={JOB}")
+        ips = [p["status"].get("podIP") for p in pods["items"] if p["status"].get("phase") == "Running"]
+        return next((ip for ip in ips if ip), None)
+
+    ip = wait_for(ready_ip, timeout, interval=1.0, message=f"InferenceService {JOB} Ready")
+    print(cluster.kubectl("get", "lisvc", "-n", NAMESPACE).stdout, flush=True)
+    digits = load_digits()
+    row, label = [float(v) for v in digits.data[-1]], int(digits.target[-1])
+    body = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]}
+    url = f"http://{ip}:8080/v2/models/{JOB}/infer"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        answer = json.loads(resp.read())
+    say(f"POST {url} with the 8x8 image of a {label}:")
+    print(json.dumps(answer), flush=True)
+    predicted = next(o["data"][0] for o in answer["outputs"] if o["name"] == "label")
+    say(f"prediction: {predicted} (true label {label})")
+
+
 def up(timeout: float) -> int:
     cluster = Cluster.from_env()
     say("control plane (reused when it is running)")
@@ -107,8 +157,7 @@ def up(timeout: float) -> int:
         mount = job_manifest(checkpoints)["spec"]["checkpoint"]["path"]
         export = str(result.get("exportPath") or "").replace(mount, str(checkpoints), 1)
         say(f"trained for real: test accuracy {accuracy:.4f}; model exported to {export}")
-        # TODO(InferenceService): once it has landed, apply an InferenceService serving this export on
-        # local-0 and print a prediction (docs/demo.md).
+        serve(cluster)
     finally:
         operator.stop()
     say("look around: export KUBECONFIG=" + str(cluster.kubeconfig))
