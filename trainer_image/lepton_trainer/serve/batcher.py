@@ -1,7 +1,8 @@
 """Dynamic batching: requests that arrive close together share one forward pass.
 
-One consumer task takes the first waiting request, then keeps collecting until the batch holds
-``max_batch_size`` rows or ``max_wait`` seconds have passed since that first request; it runs ONE forward
+One consumer task takes the first waiting request and whatever else is queued; when that is more than one
+request it keeps collecting until the batch holds ``max_batch_size`` rows or ``max_wait`` seconds have passed
+since the first request (a lone request with nothing queued runs at once); it runs ONE forward
 pass over the concatenated rows and hands every request its own slice. While a pass runs, new requests
 queue up, so under load batches fill without waiting. ``max_batch_size=1`` turns batching off.
 """
@@ -80,7 +81,10 @@ class Batcher:
         batch, rows = [first], len(first.rows)
         deadline = loop.time() + self.max_wait
         while rows < self.max_batch_size:
-            item = await self._next(deadline - loop.time())
+            # A lone request with nothing else queued runs at once (no added latency at low load); once
+            # requests are queueing up, the batch waits up to max_wait for more to arrive.
+            wait = deadline - loop.time() if len(batch) > 1 else 0.0
+            item = await self._next(wait)
             if item is None:
                 break
             if rows + len(item.rows) > self.max_batch_size:
