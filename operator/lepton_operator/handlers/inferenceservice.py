@@ -42,6 +42,7 @@ from ..reconcile.capacity import NodeView
 from ..reconcile.inferenceservice import Observed, Plan, desired_replicas, plan
 from ..reconcile.serving import DeploymentView, Probes, ServePod, deployment_view, serve_pod
 from .runtime import Coalescer, WriteCache
+from .trainingjob import ours
 
 log = logging.getLogger("lepton_operator.inferenceservice")
 Key = tuple[str, str]
@@ -251,22 +252,22 @@ class InferenceServiceController:
 
 
 # -- indexes ---------------------------------------------------------------------------------------
-@kopf.index(GROUP, VERSION, INFERENCESERVICE_PLURAL)
+@kopf.index(GROUP, VERSION, INFERENCESERVICE_PLURAL, when=ours)
 def inferenceservice_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     return {(namespace, name): dict(body)}
 
 
-@kopf.index("apps", "v1", "deployments", labels=CHILD_LABELS)
+@kopf.index("apps", "v1", "deployments", labels=CHILD_LABELS, when=ours)
 def inferenceservice_deployments(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return {(namespace, labels.get(LABEL_ISVC, "")): deployment_view(dict(body))}
 
 
-@kopf.index("", "v1", "services", labels=CHILD_LABELS)
+@kopf.index("", "v1", "services", labels=CHILD_LABELS, when=ours)
 def inferenceservice_services(namespace: str, labels: kopf.Labels, name: str, **_: Any) -> dict[Key, str]:
     return {(namespace, labels.get(LABEL_ISVC, "")): name}
 
 
-@kopf.index("", "v1", "pods", labels=CHILD_LABELS)
+@kopf.index("", "v1", "pods", labels=CHILD_LABELS, when=ours)
 def inferenceservice_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, ServePod]:
     return {(namespace, labels.get(LABEL_ISVC, "")): serve_pod(dict(body))}
 
@@ -305,7 +306,7 @@ async def close_inferenceservices(memo: kopf.Memo, **_: Any) -> None:
     await _controller(memo).close()
 
 
-@kopf.on.event(GROUP, VERSION, INFERENCESERVICE_PLURAL)
+@kopf.on.event(GROUP, VERSION, INFERENCESERVICE_PLURAL, when=ours)
 async def inferenceservice_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     ctl = _controller(memo)
     if type == "DELETED":
@@ -314,9 +315,9 @@ async def inferenceservice_changed(type: str | None, namespace: str, name: str, 
     await ctl.trigger((namespace, name), _indexes(kwargs))
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
-@kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
-@kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
+@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, when=ours)
+@kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, when=ours)
+@kopf.on.event("", "v1", "services", labels=CHILD_LABELS, when=ours)
 async def serving_child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
     key = (namespace, labels.get(LABEL_ISVC, ""))
     idx = _indexes(kwargs)
@@ -324,7 +325,7 @@ async def serving_child_changed(namespace: str, labels: kopf.Labels, memo: kopf.
         await _controller(memo).trigger(key, idx)
 
 
-@kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL)
+@kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL, when=ours)
 async def source_job_changed(namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """A TrainingJob changed (e.g. succeeded): reconcile the services that serve its model."""
     idx = _indexes(kwargs)
