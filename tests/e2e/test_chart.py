@@ -136,7 +136,7 @@ def test_defaults_render_secure_deployment_and_crd_switches(cluster: Cluster) ->
     assert "annotations" not in crd["metadata"]
     assert "CustomResourceDefinition" not in kinds(template(cluster, "t", "lepton-system", "crds.install=false"))
     identity = kinds(template(cluster, "t", "lepton-system", "operator.deploy=false", "crds.install=false"))
-    assert identity == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "ServiceAccount"]
+    assert identity == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Role", "RoleBinding", "ServiceAccount"]
 
 
 def test_optional_objects_render(cluster: Cluster) -> None:

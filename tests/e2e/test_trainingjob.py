@@ -188,7 +188,8 @@ def test_crash_restarts_a_new_epoch_and_user_error_fails(cluster: Cluster, names
 
     st = wait_for(next_epoch_running, 30, interval=0.2, message="epoch 1 running")
     assert st["restarts"] == 1
-    assert sorted(p["metadata"]["name"] for p in live_pods(cluster, namespace, "flaky")) == ["flaky-1-0", "flaky-1-1"]
+    names = sorted(p["metadata"]["name"] for p in live_pods(cluster, namespace, "flaky"))
+    assert names == ["flaky-0-1", "flaky-1-0", "flaky-1-1"]  # the failed worker stays for `kubectl logs`
     cluster.fail_pod(namespace, "flaky-1-0", exit_code=1, message="ValueError: learning rate must be positive")
     st = wait_phase(cluster, namespace, "flaky", "Failed")
     assert "exit code 1" in st["message"] and "learning rate must be positive" in st["message"]

@@ -227,7 +227,12 @@ class TrainingJobController:
         )
         if p.delete or p.force_delete:
             self.usage.invalidate()
+            recent = self._created.get(key, {})
+            for pod in (*p.delete, *p.force_delete):
+                recent.pop(pod, None)  # deleted on purpose: may be created again (resume) at once
         todo = self._not_in_flight(key, p.create)
+        if len(todo) < len(p.create):  # look again once the index must show them, or they are really gone
+            p.requeue(CREATE_MEMORY)
         results = await asyncio.gather(*(self.kube.create(obj) for obj in todo), return_exceptions=True)
         self._remember(key, [o for o, r in zip(todo, results, strict=True) if not isinstance(r, BaseException)])
         for r in results:
