@@ -32,6 +32,7 @@ class OperatorConfig(BaseSettings):
         """Whether a namespace is this operator's (always true without patterns: kopf filtered already)."""
         pats = self.patterns
         return not pats or (namespace is not None and any(fnmatch.fnmatchcase(namespace, p) for p in pats))
+
     api_connections: int = Field(default=64, ge=1, le=1024, description="Concurrent API connections.")
     requeue_backoff_max: float = Field(default=30.0, gt=0, description="Cap of the retry delay after API errors.")
     metrics_port: int = Field(default=8000, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it.")
