@@ -9,7 +9,6 @@ from typing import Any
 
 from ..api.inferenceservice import InferenceService
 from ..constants import (
-    API_VERSION,
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
     INFERENCESERVICE_KIND,
@@ -18,6 +17,7 @@ from ..constants import (
     LABEL_NAME,
     MANAGER,
 )
+from .names import owner_reference
 
 SERVE_PORT = 8080  # the server's port in the pod (lepton_trainer.serve's default)
 SERVICE_PORT = 80
@@ -47,18 +47,6 @@ def selector(name: str) -> str:
 def url(isvc: InferenceService) -> str:
     meta = isvc.metadata
     return f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local/v2/models/{meta['name']}"
-
-
-def owner_reference(isvc: InferenceService) -> dict[str, Any]:
-    meta = isvc.metadata
-    return {
-        "apiVersion": API_VERSION,
-        "kind": INFERENCESERVICE_KIND,
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def server_args(isvc: InferenceService, model: ModelMount) -> list[str]:
@@ -141,7 +129,7 @@ def deployment(isvc: InferenceService, model: ModelMount, image: str, replicas: 
             "namespace": meta["namespace"],
             "labels": labels(meta["name"]),
             "annotations": {TEMPLATE_HASH: template_hash(template)},
-            "ownerReferences": [owner_reference(isvc)],
+            "ownerReferences": [owner_reference(INFERENCESERVICE_KIND, isvc.metadata)],
         },
         "spec": {
             "replicas": replicas,
@@ -162,7 +150,7 @@ def service(isvc: InferenceService) -> dict[str, Any]:
             "name": meta["name"],
             "namespace": meta["namespace"],
             "labels": labels(meta["name"]),
-            "ownerReferences": [owner_reference(isvc)],
+            "ownerReferences": [owner_reference(INFERENCESERVICE_KIND, isvc.metadata)],
         },
         "spec": {
             "selector": {LABEL_ISVC: meta["name"], LABEL_NAME: "inferenceservice"},

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..constants import (
+    API_VERSION,
     LABEL_COMPONENT,
     LABEL_EPOCH,
     LABEL_JOB,
@@ -34,3 +37,15 @@ def pod_labels(job: str, epoch: int, rank: int) -> dict[str, str]:
 def selector(job: str) -> str:
     """Label selector of a job's pods, as the scale subresource reports it."""
     return f"{LABEL_JOB}={job},{LABEL_MANAGED_BY}={MANAGER}"
+
+
+def owner_reference(kind: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The controlling ownerReference every child carries: garbage-collected with its owner."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

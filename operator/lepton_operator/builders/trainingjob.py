@@ -9,8 +9,8 @@ from lepton_trainer import contract
 from lepton_trainer.launch import merge_rdzv_conf
 
 from ..api.trainingjob import TrainingJob
-from ..constants import API_VERSION, GPU_PRODUCT_LABEL, GPU_RESOURCE, HOSTNAME_LABEL, TRAININGJOB_KIND
-from .names import job_labels, pod_labels, pod_name, service_name
+from ..constants import GPU_PRODUCT_LABEL, GPU_RESOURCE, HOSTNAME_LABEL, TRAININGJOB_KIND
+from .names import job_labels, owner_reference, pod_labels, pod_name, service_name
 from .placement import SPOT_TOLERATION, Placement
 
 CONTAINER = "trainer"
@@ -19,18 +19,6 @@ GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedu
 # The launcher's fast-failure-detection defaults (1 s keep-alive, 3 misses), injected so that a plain
 # torchrun command in the pod gets them too; a slow image pull is covered by the long join timeout.
 RDZV_CONF = merge_rdzv_conf("join_timeout=900")
-
-
-def owner_reference(job: TrainingJob) -> dict[str, Any]:
-    meta = job.metadata
-    return {
-        "apiVersion": API_VERSION,
-        "kind": TRAININGJOB_KIND,
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def headless_service(job: TrainingJob) -> dict[str, Any]:
@@ -43,7 +31,7 @@ def headless_service(job: TrainingJob) -> dict[str, Any]:
             "name": service_name(name),
             "namespace": job.metadata["namespace"],
             "labels": job_labels(name),
-            "ownerReferences": [owner_reference(job)],
+            "ownerReferences": [owner_reference(TRAININGJOB_KIND, job.metadata)],
         },
         "spec": {
             "clusterIP": "None",
@@ -191,7 +179,7 @@ def worker_pod(
             "name": name,
             "namespace": meta["namespace"],
             "labels": pod_labels(meta["name"], epoch, rank),
-            "ownerReferences": [owner_reference(job)],
+            "ownerReferences": [owner_reference(TRAININGJOB_KIND, job.metadata)],
         },
         "spec": pod_spec,
     }
