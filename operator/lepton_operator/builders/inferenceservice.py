@@ -18,6 +18,7 @@ from ..constants import (
     MANAGER,
 )
 from .names import owner_reference
+from .resources import container_resources
 
 SERVE_PORT = 8080  # the server's port in the pod (lepton_trainer.serve's default)
 SERVICE_PORT = 80
@@ -61,17 +62,6 @@ def server_args(isvc: InferenceService, model: ModelMount) -> list[str]:
     ]  # fmt: skip
 
 
-def _resources(isvc: InferenceService) -> dict[str, Any]:
-    spec, amounts = isvc.spec, {}
-    if spec.resources and spec.resources.cpu:
-        amounts["cpu"] = spec.resources.cpu
-    if spec.resources and spec.resources.memory:
-        amounts["memory"] = spec.resources.memory
-    if spec.gpus:
-        amounts[GPU_RESOURCE] = str(spec.gpus)
-    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
-
-
 def pod_template(isvc: InferenceService, model: ModelMount, image: str) -> dict[str, Any]:
     """The server pod: readiness = model loaded (/v2/health/ready), liveness = process answers."""
     spec, name = isvc.spec, isvc.metadata["name"]
@@ -93,7 +83,7 @@ def pod_template(isvc: InferenceService, model: ModelMount, image: str) -> dict[
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if resources := _resources(isvc):
+    if resources := container_resources(isvc.spec.resources, isvc.spec.gpus):
         container["resources"] = resources
     pod: dict[str, Any] = {
         "containers": [container],

@@ -12,6 +12,7 @@ from ..api.trainingjob import TrainingJob
 from ..constants import GPU_PRODUCT_LABEL, GPU_RESOURCE, HOSTNAME_LABEL, TRAININGJOB_KIND
 from .names import job_labels, owner_reference, pod_labels, pod_name, service_name
 from .placement import SPOT_TOLERATION, Placement
+from .resources import container_resources
 
 CONTAINER = "trainer"
 CHECKPOINT_VOLUME = "checkpoints"
@@ -71,18 +72,6 @@ def contract_env(job: TrainingJob, epoch: int, rank: int, world_size: int) -> di
     }
     assert set(env) == contract.INJECTED, "builder and contract disagree"
     return env
-
-
-def _resources(job: TrainingJob) -> dict[str, Any]:
-    spec = job.spec
-    amounts: dict[str, str] = {}
-    if spec.resources and spec.resources.cpu:
-        amounts["cpu"] = spec.resources.cpu
-    if spec.resources and spec.resources.memory:
-        amounts["memory"] = spec.resources.memory
-    if spec.gpus_per_replica:
-        amounts[GPU_RESOURCE] = str(spec.gpus_per_replica)
-    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
 
 
 def _checkpoint_volume(job: TrainingJob) -> dict[str, Any] | None:
@@ -146,7 +135,7 @@ def worker_pod(
         container["command"] = list(spec.command)
     if spec.args:
         container["args"] = list(spec.args)
-    if resources := _resources(job):
+    if resources := container_resources(job.spec.resources, job.spec.gpus_per_replica):
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
