@@ -33,6 +33,18 @@ from .settings import AgentSettings
 log = logging.getLogger("procnode")
 
 
+def remove_empty_dirs(paths: set[str], in_use: set[str]) -> None:
+    """rmdir each path (and empty folders below it) unless a mount path in `in_use` lies within."""
+    for path in sorted(paths, key=len, reverse=True):
+        if any(u == path or u.startswith(path.rstrip("/") + "/") for u in in_use):
+            continue
+        for leaf in sorted((str(p) for p in Path(path).rglob("*") if p.is_dir()), key=len, reverse=True):
+            with contextlib.suppress(OSError):
+                os.rmdir(leaf)
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
 class AgentError(RuntimeError):
     pass
 
@@ -173,21 +185,17 @@ class Agent:
 
     def remove_mountpoints(self, uid: str, paths: set[str]) -> None:
         """Folders the pod's mounts created on the host, unless another live pod mounts there too."""
+        remove_empty_dirs(paths, self._mounted_elsewhere(uid))
+
+    def _mounted_elsewhere(self, uid: str) -> set[str]:
         in_use: set[str] = set()
         for other_uid, worker in self.workers.items():
             pod = worker.latest
-            if other_uid == uid or pod is None or worker.finished:
+            if other_uid == uid or pod is None or worker.finished or worker.removing or worker.ended:
                 continue
             for c in pod["spec"]["containers"]:
                 in_use.update(m["mountPath"] for m in c.get("volumeMounts") or [])
-        for path in sorted(paths, key=len, reverse=True):
-            if any(u == path or u.startswith(path.rstrip("/") + "/") for u in in_use):
-                continue
-            for leaf in sorted((str(p) for p in Path(path).rglob("*") if p.is_dir()), key=len, reverse=True):
-                with contextlib.suppress(OSError):
-                    os.rmdir(leaf)
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
+        return in_use
 
     # -- watch ---------------------------------------------------------------------------------------
     def dispatch(self, pod: dict[str, Any] | None, uid: str) -> None:

@@ -59,6 +59,12 @@ class PodWorker(threading.Thread):
         self.runs: dict[str, ContainerRun] = {}
         self.written: dict[str, Any] | None = None
         self.finished = False
+        self.removing = False  # its containers are gone: its mounts no longer hold any mount point
+
+    @property
+    def ended(self) -> bool:
+        """All containers of a finished pod are gone (and with them their mounts)."""
+        return self.record.get("phase") in TERMINAL
 
     # -- called by the agent's watch -----------------------------------------------------------
     def update(self, pod: dict[str, Any] | None) -> None:
@@ -361,6 +367,7 @@ class PodWorker(threading.Thread):
 
     def _remove(self) -> None:
         """After the containers are gone: the network namespace, the address, the pod's folders."""
+        self.removing = True
         self._teardown_sandbox()
         created = {p for run in self.runs.values() for p in self._all_mountpoints(run)}
         shutil.rmtree(self.dir, ignore_errors=True)

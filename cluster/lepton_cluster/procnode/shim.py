@@ -73,12 +73,12 @@ def prepare_filesystem(launch: dict[str, Any], attempt: Path) -> None:
     for m, fd in zip(launch["mounts"], sources, strict=True):
         source = f"/proc/self/fd/{fd}"
         _make_mountpoint(m["target"], created)
+        # recorded before mounting: the agent removes them again with the pod, even after a failed mount
+        write_json(attempt / "mountpoints.json", [c for c in created if not c.startswith("/tmp/")])
         _mount(source, m["target"], None, MS_BIND | MS_REC)
         if m.get("readOnly"):
             _mount(source, m["target"], None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         os.close(fd)
-    # mount points the host did not have: the agent removes them again with the pod
-    write_json(attempt / "mountpoints.json", [c for c in created if not c.startswith("/tmp/")])
 
 
 def _forward_to(pid: int) -> None:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import time
 
+from .agent import remove_empty_dirs
 from .containers import Attempt
 from .kubeapi import ApiError, KubeApi, load_kubeconfig
 from .network import delete_bridge, delete_sandbox, list_netns
@@ -36,10 +37,12 @@ def stop_agent(s: AgentSettings, timeout: float = 10.0) -> None:
 
 def down(s: AgentSettings) -> None:
     stop_agent(s)
+    created: set[str] = set()
     if s.pods_dir.exists():
         for pod_dir in s.pods_dir.iterdir():
             for attempt_dir in pod_dir.glob("containers/*/*"):
                 Attempt(attempt_dir).stop(grace=5.0)
+                created.update(Attempt(attempt_dir).mountpoints())
             record = read_json(pod_dir / "pod.json") or {}
             if record.get("netns"):
                 delete_sandbox(record["netns"], record.get("veth"))
@@ -53,3 +56,4 @@ def down(s: AgentSettings) -> None:
     except (ApiError, OSError):
         pass  # the cluster may be gone already
     shutil.rmtree(s.pods_dir, ignore_errors=True)
+    remove_empty_dirs(created, set())
