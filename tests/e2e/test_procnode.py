@@ -1,6 +1,7 @@
 """The process-runtime node: pods bound to it run as real local processes (lepton_cluster.procnode).
 
-Needs root (network namespaces, mounts) and iproute2; skipped otherwise. The module starts the node
+Needs root (network namespaces, mounts), iproute2 and util-linux: .ci/run installs them, and without them
+these tests fail (they are never skipped). The module starts the node
 agent (or reuses one already running for this cluster) and, if it started it, removes it at the end.
 """
 
@@ -27,10 +28,12 @@ from lepton_cluster.procnode.settings import DEFAULT_POD_CIDR, RUNTIME_LABEL, RU
 from lepton_cluster.testing import wait_for
 from lepton_operator.reconcile.progress import parse_json
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2"),
-]
+pytestmark = [pytest.mark.e2e]
+
+
+def test_the_machine_can_run_a_process_node() -> None:
+    assert os.geteuid() == 0, "the process node needs root (network namespaces, mounts)"
+    assert shutil.which("ip") and shutil.which("nsenter"), "install iproute2 and util-linux"
 NODE = "local-0"
 POD_NET = ipaddress.IPv4Network(DEFAULT_POD_CIDR)
 
