@@ -17,11 +17,30 @@ import time
 from pathlib import Path
 
 from lepton_cluster.cluster import Cluster
-from lepton_cluster.jobs import REPO, create_job, install_crds, job_manifest, live_pods, status, wait_phase
+from lepton_cluster.jobs import (
+    GROUP,
+    PLURAL,
+    REPO,
+    VERSION,
+    create_job,
+    custom,
+    install_crds,
+    job_manifest,
+    job_pods,
+    live_pods,
+    status,
+    wait_phase,
+)
 from lepton_cluster.operator import OperatorProcess
 from lepton_cluster.testing import create_namespace, delete_namespace, unique_name, wait_for
 
 RESULTS = Path(__file__).parent / "results" / "failover.json"
+
+
+def finish(cluster: Cluster, ns: str, name: str) -> None:
+    """Delete a trial's job and wait until its pods are gone, so trials never compete for GPUs."""
+    custom(cluster).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    wait_for(lambda: not job_pods(cluster, ns, name), 60, interval=0.1, message=f"{name} pods gone")
 
 
 def running_epoch(cluster: Cluster, ns: str, name: str, epoch: int) -> None:
@@ -39,7 +58,9 @@ def pod_failure_trial(cluster: Cluster, ns: str, trial: int) -> float:
     t0 = time.monotonic()
     cluster.fail_pod(ns, f"{name}-0-1", exit_code=137)
     running_epoch(cluster, ns, name, 1)
-    return time.monotonic() - t0
+    elapsed = time.monotonic() - t0
+    finish(cluster, ns, name)
+    return elapsed
 
 
 def node_loss_trial(cluster: Cluster, ns: str, trial: int) -> float:
@@ -53,7 +74,9 @@ def node_loss_trial(cluster: Cluster, ns: str, trial: int) -> float:
         t0 = time.monotonic()
         cluster.set_node_not_ready(victim)
         running_epoch(cluster, ns, name, 1)
-        return time.monotonic() - t0
+        elapsed = time.monotonic() - t0
+        finish(cluster, ns, name)
+        return elapsed
     finally:
         for node in nodes:
             cluster.delete_node(node)
