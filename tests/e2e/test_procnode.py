@@ -34,6 +34,8 @@ pytestmark = [pytest.mark.e2e]
 def test_the_machine_can_run_a_process_node() -> None:
     assert os.geteuid() == 0, "the process node needs root (network namespaces, mounts)"
     assert shutil.which("ip") and shutil.which("nsenter"), "install iproute2 and util-linux"
+
+
 NODE = "local-0"
 POD_NET = ipaddress.IPv4Network(DEFAULT_POD_CIDR)
 
