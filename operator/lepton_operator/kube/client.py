@@ -16,6 +16,11 @@ from kubernetes import config as k8s_config
 
 from ..constants import MANAGER
 
+# 30 s for the server to answer, not counting the wait for a free pooled connection: in a burst (hundreds of
+# jobs applied at once) requests queue behind `connections` in flight, and a total timeout failed them while
+# still queued, which only re-ran the passes (and their requests) later.
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10, sock_read=30)
+
 
 class ApiError(Exception):
     """An API call failed with a status other than the expected ones."""
@@ -76,9 +81,7 @@ class Kube:
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             conn = aiohttp.TCPConnector(ssl=self._ssl(), limit=self._connections)
-            self._session = aiohttp.ClientSession(
-                base_url=self.cfg.host, connector=conn, timeout=aiohttp.ClientTimeout(total=30)
-            )
+            self._session = aiohttp.ClientSession(base_url=self.cfg.host, connector=conn, timeout=REQUEST_TIMEOUT)
         return self._session
 
     async def close(self) -> None:
