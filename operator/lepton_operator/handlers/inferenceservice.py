@@ -253,22 +253,24 @@ class InferenceServiceController:
 
 # -- indexes ---------------------------------------------------------------------------------------
 @kopf.index(GROUP, VERSION, INFERENCESERVICE_PLURAL, when=ours)
-def inferenceservice_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+async def inferenceservice_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     return {(namespace, name): dict(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=CHILD_LABELS, when=ours)
-def inferenceservice_deployments(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+async def inferenceservice_deployments(
+    namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Key, Any]:
     return {(namespace, labels.get(LABEL_ISVC, "")): deployment_view(dict(body))}
 
 
 @kopf.index("", "v1", "services", labels=CHILD_LABELS, when=ours)
-def inferenceservice_services(namespace: str, labels: kopf.Labels, name: str, **_: Any) -> dict[Key, str]:
+async def inferenceservice_services(namespace: str, labels: kopf.Labels, name: str, **_: Any) -> dict[Key, str]:
     return {(namespace, labels.get(LABEL_ISVC, "")): name}
 
 
 @kopf.index("", "v1", "pods", labels=CHILD_LABELS, when=ours)
-def inferenceservice_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, ServePod]:
+async def inferenceservice_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, ServePod]:
     return {(namespace, labels.get(LABEL_ISVC, "")): serve_pod(dict(body))}
 
 

@@ -293,23 +293,25 @@ def ours(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
     return config.watches(namespace)
 
 
+# Indexes are `async def`: kopf runs plain functions in its thread pool, a thread hop (and GIL hand-off) per event
+# that cost ~10 % of the operator's CPU in a 2,000-pod burst (bench/scale.py, docs/bench.md). They never block.
 @kopf.index(GROUP, VERSION, TRAININGJOB_PLURAL, when=ours)
-def trainingjob_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+async def trainingjob_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     return {(namespace, name): dict(body)}
 
 
 @kopf.index("", "v1", "pods", labels=CHILD_LABELS, when=ours)
-def trainingjob_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, PodView]:
+async def trainingjob_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, PodView]:
     return {(namespace, labels.get(LABEL_JOB, "")): pod_view(dict(body))}
 
 
 @kopf.index("", "v1", "services", labels=CHILD_LABELS, when=ours)
-def trainingjob_services(namespace: str, labels: kopf.Labels, name: str, **_: Any) -> dict[Key, str]:
+async def trainingjob_services(namespace: str, labels: kopf.Labels, name: str, **_: Any) -> dict[Key, str]:
     return {(namespace, labels.get(LABEL_JOB, "")): name}
 
 
 @kopf.index("", "v1", "nodes")
-def gpu_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeView]:
+async def gpu_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeView]:
     return {name: node_view(dict(body))}
 
 
