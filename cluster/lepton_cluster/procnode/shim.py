@@ -68,6 +68,8 @@ def prepare_filesystem(launch: dict[str, Any], attempt: Path) -> None:
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # sources are opened before the private /tmp hides the host's (a hostPath may live under /tmp)
     sources = [os.open(m["source"], os.O_PATH) for m in launch["mounts"]]
+    # ... and so is the attempt's own folder: the agent's state may live under /tmp too (a checkout in /tmp)
+    attempt = Path(f"/proc/self/fd/{os.open(attempt, os.O_PATH | os.O_DIRECTORY)}")
     _mount(launch["tmp"], "/tmp", None, MS_BIND | MS_REC)
     created: list[str] = []
     for m, fd in zip(launch["mounts"], sources, strict=True):
