@@ -1,0 +1,57 @@
+"""The scale benchmark (bench/scale.py) at a smoke size, on the session's cluster, our operator only.
+
+No timed assertions: only that it runs, writes its JSON with the keys the README table reads, that every
+job got all its pods and that cleanup finished. CPU-only workers, so it takes no GPUs from other tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lepton_cluster.cluster import Cluster
+from lepton_cluster.jobs import REPO
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("crds")]
+
+JOBS, WORKERS = 20, 4
+
+
+@pytest.mark.timeout(420)
+def test_scale_bench_smoke(cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    argv = [
+        sys.executable,
+        str(REPO / "bench" / "scale.py"),
+        "--env-cluster",
+        "--skip-training-operator",
+        f"--jobs={JOBS}",
+        f"--workers={WORKERS}",
+        "--gpus-per-worker=0",
+        "--settle=1",
+        "--timeout=120",
+        f"--out={out}",
+    ]
+    run = subprocess.run(argv, cwd=REPO, text=True, capture_output=True, timeout=400)
+    assert run.returncode == 0, f"bench/scale.py failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    assert "pods created / s" in run.stdout  # the table was printed
+
+    result = json.loads(out.read_text())
+    keys = ("pods_per_second", "p99_apply_to_pods_created_s", "operator_peak_rss_mib", "ratio_vs_training_operator")
+    for key in keys:
+        assert key in result, key
+    assert result["ratio_vs_training_operator"] is None  # no training-operator in the smoke run
+    assert result["machine"]["cpus"] and result["load_average"]["start"]
+
+    ours = result["lepton_operator"]
+    assert ours["jobs"] == JOBS and ours["pods"] == JOBS * WORKERS
+    assert ours["jobs_with_all_pods"] == JOBS, ours
+    assert ours["all_pods_created"], ours  # Running is not asserted: the shared cluster's nodes may be busy
+    assert ours["cleanup_complete"] and ours["cleanup_seconds"] is not None, ours
+    for value in (result["pods_per_second"], result["p99_apply_to_pods_created_s"], result["operator_peak_rss_mib"]):
+        assert isinstance(value, float | int) and math.isfinite(value) and value > 0, value
+    assert ours["api_requests_per_job"] > 0 and ours["operator_cpu_seconds"] > 0, ours
