@@ -63,14 +63,24 @@ def _make_mountpoint(target: str, created: list[str]) -> None:
     created.append(str(missing))
 
 
+def _tops_under_tmp(*paths: str) -> list[str]:
+    """The top folders under /tmp that hold `paths` (e.g. /tmp/checkout for /tmp/checkout/.venv)."""
+    tops = {f"/tmp/{Path(p).parts[2]}" for p in paths if len(Path(p).parts) > 2 and Path(p).parts[1] == "tmp"}
+    return sorted(tops)
+
+
 def prepare_filesystem(launch: dict[str, Any], attempt: Path) -> None:
     """In the container's mount namespace (private: nothing propagates back to the host)."""
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # sources are opened before the private /tmp hides the host's (a hostPath may live under /tmp)
     sources = [os.open(m["source"], os.O_PATH) for m in launch["mounts"]]
-    # ... and so is the attempt's own folder: the agent's state may live under /tmp too (a checkout in /tmp)
-    attempt = Path(f"/proc/self/fd/{os.open(attempt, os.O_PATH | os.O_DIRECTORY)}")
+    # a checkout under /tmp (the venv, the repo, the agent's state) must stay visible at the same paths
+    keep = [(top, os.open(top, os.O_PATH | os.O_DIRECTORY)) for top in _tops_under_tmp(sys.prefix, str(attempt))]
     _mount(launch["tmp"], "/tmp", None, MS_BIND | MS_REC)
+    for top, fd in keep:
+        Path(top).mkdir(exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", top, None, MS_BIND | MS_REC)
+        os.close(fd)
     created: list[str] = []
     for m, fd in zip(launch["mounts"], sources, strict=True):
         source = f"/proc/self/fd/{fd}"
