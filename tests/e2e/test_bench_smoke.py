@@ -33,7 +33,7 @@ def test_scale_bench_smoke(cluster: Cluster, tmp_path: Path) -> None:
         f"--workers={WORKERS}",
         "--gpus-per-worker=0",
         "--settle=1",
-        "--timeout=120",
+        "--timeout=60",
         f"--out={out}",
     ]
     run = subprocess.run(argv, cwd=REPO, text=True, capture_output=True, timeout=400)
