@@ -193,6 +193,20 @@ def exists(cluster: Cluster, kind: str, name: str, namespace: str | None = None)
     return bool(cluster.kubectl(*args).stdout.strip())
 
 
+def release_objects(fullname: str, namespace: str) -> list[tuple[str, str, str | None]]:
+    """What `helm install` with the defaults makes (besides the CRDs), and `helm uninstall` removes."""
+    return [
+        ("serviceaccount", fullname, namespace),
+        ("deployment", fullname, namespace),
+        ("service", f"{fullname}-metrics", namespace),
+        ("configmap", f"{fullname}-prices", namespace),
+        ("role", f"{fullname}-prices", namespace),
+        ("rolebinding", f"{fullname}-prices", namespace),
+        ("clusterrole", fullname, None),
+        ("clusterrolebinding", fullname, None),
+    ]
+
+
 @pytest.mark.usefixtures("crds")
 def test_install_creates_everything_and_uninstall_keeps_the_crd(cluster: Cluster, namespace: str) -> None:
     release = unique_name("lo")
@@ -219,14 +233,7 @@ def test_install_creates_everything_and_uninstall_keeps_the_crd(cluster: Cluster
             assert crd_doc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
             live = cluster.kubectl_json("get", "crd", CRD)
             assert live["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-            for kind, name, ns in [
-                ("serviceaccount", fullname, namespace),
-                ("deployment", fullname, namespace),
-                ("service", f"{fullname}-metrics", namespace),
-                ("configmap", f"{fullname}-prices", namespace),
-                ("clusterrole", fullname, None),
-                ("clusterrolebinding", fullname, None),
-            ]:
+            for kind, name, ns in release_objects(fullname, namespace):
                 assert exists(cluster, kind, name, ns), f"{kind}/{name} not created"
             dep = cluster.kubectl_json("get", "deployment", fullname, "-n", namespace)
             assert dep["spec"]["strategy"]["type"] == "Recreate"
@@ -234,14 +241,7 @@ def test_install_creates_everything_and_uninstall_keeps_the_crd(cluster: Cluster
         finally:
             res = helm(cluster, "uninstall", release, "-n", namespace, "--wait", "--timeout", "60s")
         assert "kept due to the resource policy" in res.stdout + res.stderr, res.stdout + res.stderr
-    for kind, name, ns in [
-        ("serviceaccount", fullname, namespace),
-        ("deployment", fullname, namespace),
-        ("service", f"{fullname}-metrics", namespace),
-        ("configmap", f"{fullname}-prices", namespace),
-        ("clusterrole", fullname, None),
-        ("clusterrolebinding", fullname, None),
-    ]:
+    for kind, name, ns in release_objects(fullname, namespace):
         assert not exists(cluster, kind, name, ns), f"{kind}/{name} left after uninstall"
     assert exists(cluster, "crd", CRD), "the CRD was deleted by helm uninstall"
     assert exists(cluster, "trainingjob", "survivor", namespace), "a TrainingJob was lost with the release"
