@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import calendar
 import logging
 import time
 from dataclasses import dataclass
@@ -35,14 +34,14 @@ from ..kube.usage import GpuUsage
 from ..prices import DEFAULT_PRICES, PriceTable
 from ..reconcile.capacity import NodeView, node_view, workers_that_fit
 from ..reconcile.observe import PodView, pod_view
-from ..reconcile.trainingjob import Observed, Plan, plan, rfc3339, target_size
+from ..reconcile.trainingjob import Observed, Plan, plan, target_size
+from ..timestamps import epoch_seconds, rfc3339
 from .runtime import Coalescer, WriteCache
 
 log = logging.getLogger("lepton_operator.trainingjob")
 Key = tuple[str, str]
 CHILD_LABELS = {LABEL_NAME: "trainingjob", LABEL_MANAGED_BY: MANAGER}
 DELETED_NODE_MEMORY = 600.0  # seconds a deleted node counts as lost
-RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 PROGRESS_POLL = 10.0  # seconds between fetches of a running job's /progress
 CREATE_MEMORY = 10.0  # seconds a created pod counts as existing before the index shows it
 
@@ -200,7 +199,7 @@ class TrainingJobController:
         if p.failover_seconds is not None:
             metrics.FAILOVER.observe(p.failover_seconds)
         if p.first_pods_complete and (created := body["metadata"].get("creationTimestamp")):
-            metrics.APPLY_TO_PODS.observe(max(0.0, time.time() - calendar.timegm(time.strptime(created, RFC3339))))
+            metrics.APPLY_TO_PODS.observe(max(0.0, time.time() - epoch_seconds(created)))
 
     async def _apply(self, key: Key, body: dict[str, Any], p: Plan, now: datetime) -> None:
         ns, name = key

@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from ..constants import MANAGER
+from ..timestamps import rfc3339
 from .client import Kube
 
 
 def event_body(obj: dict[str, Any], type_: str, reason: str, message: str, now: datetime) -> dict[str, Any]:
     meta = obj["metadata"]
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = rfc3339(now)
     return {
         "apiVersion": "v1",
         "kind": "Event",

@@ -7,9 +7,7 @@ times, so passes tile time exactly and nothing is counted twice.
 
 from __future__ import annotations
 
-import calendar
 import re
-import time
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -17,6 +15,7 @@ from ..api.trainingjob import CostStatus, TrainingJob
 from ..builders.placement import Placement
 from ..constants import CAPACITY_TYPE_LABEL, GPU_PRODUCT_LABEL
 from ..prices import PriceTable
+from ..timestamps import epoch_seconds, rfc3339
 from .capacity import NodeView
 from .observe import PodView
 
@@ -47,10 +46,6 @@ def quantity(text: str | None) -> float:
     return float(m.group(1)) * _SUFFIX[m.group(2)]
 
 
-def _ts(text: str) -> float:
-    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
-
-
 def is_spot(node: NodeView | None) -> bool:
     return node is not None and node.labels.get(CAPACITY_TYPE_LABEL) == "spot"
 
@@ -77,14 +72,14 @@ def accrue(
     """The job's cost block after adding every pod's running time in (last accrual, now]."""
     old = job.status.cost or CostStatus()
     end = now.replace(microsecond=0).timestamp()
-    start = _ts(old.last_accrual) if old.last_accrual else 0.0
+    start = epoch_seconds(old.last_accrual) if old.last_accrual else 0.0
     gpu_hours, usd, rate = old.gpu_hours, old.accrued_usd, 0.0
     for pod in pods:
         if not pod.started_at or pod.phase == "Pending":
             continue
         node = nodes.get(pod.node or "")
-        began = max(start, _ts(pod.started_at))
-        stopped = _ts(pod.finished_at) if pod.finished_at else end
+        began = max(start, epoch_seconds(pod.started_at))
+        stopped = epoch_seconds(pod.finished_at) if pod.finished_at else end
         hours = max(0.0, min(stopped, end) - began) / 3600
         r = pod_rate(job, node, prices)
         gpu_hours += job.spec.gpus_per_replica * hours
@@ -99,7 +94,7 @@ def accrue(
         rate_usd_per_hour=f"{rate:.2f}",
         projected_total_usd=projected,
         price_source=prices.source,
-        last_accrual=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        last_accrual=rfc3339(now),
     )
 
 

@@ -13,12 +13,13 @@ from ..api.trainingjob import TrainingJob
 from ..builders import inferenceservice as build
 from ..constants import COND_MODEL_LOADED, COND_READY, GPU_PRODUCT_LABEL
 from ..prices import DEFAULT_PRICES, PriceTable
+from ..timestamps import rfc3339
 from .autoscale import Decision
 from .capacity import NodeView
 from .conditions import get, set_condition
 from .cost import is_spot, quantity
 from .serving import DeploymentView, Probes, ServePod
-from .trainingjob import Event, rfc3339
+from .trainingjob import Event
 
 
 @dataclass(frozen=True)

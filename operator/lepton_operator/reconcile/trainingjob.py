@@ -21,6 +21,7 @@ from ..constants import (
     COND_SUSPENDED,
 )
 from ..prices import DEFAULT_PRICES, PriceTable
+from ..timestamps import rfc3339, seconds_since
 from .capacity import NodeView
 from .conditions import is_true, set_condition
 from .cost import COST_WRITE_INTERVAL, accrue, over_budget, placement
@@ -69,14 +70,6 @@ class Observed:
     nodes: Mapping[str, NodeView] = field(default_factory=dict)  # for prices: GPU product, spot or on-demand
     prices: PriceTable = field(default_factory=lambda: DEFAULT_PRICES)
     live_progress: dict[str, Any] | None = None  # rank 0's latest /progress document, when fetched
-
-
-def rfc3339(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def seconds_since(ts: str, now: datetime) -> float:
-    return (now - datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)).total_seconds()
 
 
 def phase_of(conditions: list[Condition]) -> str:
