@@ -569,15 +569,13 @@ class TrainingOperatorProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
+        from lepton_cluster.testing import http_ok
+
         def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"training-operator exited; see {self.log}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.probe}/readyz", timeout=1) as resp:
-                    return bool(resp.status == 200)
-            except OSError:
-                return False
+            return http_ok(f"http://127.0.0.1:{self.probe}/readyz")
 
         if not wait_until(lambda: self._mount_certs() or ready(), timeout, "training-operator /readyz", 0.2):
             raise RuntimeError(f"training-operator not ready; see {self.log}")

@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .testing import wait_for
+from .testing import http_ok, wait_for
 
 
 def free_port() -> int:
@@ -50,11 +50,7 @@ class OperatorProcess:
     def healthy(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
             raise AssertionError(f"operator exited; log:\n{self.tail()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
+        return http_ok(f"http://127.0.0.1:{self.port}/healthz")
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, like a node crash or an OOM kill."""

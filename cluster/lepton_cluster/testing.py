@@ -6,6 +6,7 @@ Importing this module does not import the Kubernetes client; only the functions 
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,6 +61,15 @@ def holds_for(predicate: Callable[[], object], duration: float, interval: float 
         if not value:
             raise AssertionError(f"{message or predicate!r} stopped holding: {value!r}")
         time.sleep(interval)
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """True when a local endpoint (a probe such as /healthz or /readyz) answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 def unique_name(prefix: str) -> str:
