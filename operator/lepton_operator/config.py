@@ -34,6 +34,16 @@ class OperatorConfig(BaseSettings):
         return not pats or (namespace is not None and any(fnmatch.fnmatchcase(namespace, p) for p in pats))
 
     api_connections: int = Field(default=64, ge=1, le=1024, description="Concurrent API connections.")
+    reconcile_workers: int = Field(
+        default=16, ge=1, le=256, description="TrainingJob passes run at once (each key one at a time)."
+    )
+    status_batch_seconds: float = Field(
+        default=0.3,
+        ge=0,
+        le=10,
+        description="A job's pod progress events (scheduled, running, ready) within this many seconds make one "
+        "pass and one status write; failures and deletions act at once.",
+    )
     requeue_backoff_max: float = Field(default=30.0, gt=0, description="Cap of the retry delay after API errors.")
     metrics_port: int = Field(default=8000, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it.")
     listen_host: str = Field(default="127.0.0.1", description="Address of /metrics and /healthz (0.0.0.0 in a pod).")

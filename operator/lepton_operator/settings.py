@@ -9,8 +9,9 @@ from typing import Any
 import kopf
 
 from .config import OperatorConfig
-from .constants import GROUP, LABEL_MANAGED_BY, MANAGER
-from .handlers import prices
+from .constants import GROUP
+from .handlers import inferenceservice, prices
+from .handlers.inferenceservice import InferenceServiceController
 from .handlers.trainingjob import TrainingJobController
 from .kube.client import Kube
 from .prices import PriceTable
@@ -25,9 +26,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled")
     # One replica (Deployment strategy Recreate): no peering objects, no extra RBAC.
     settings.peering.standalone = True
-    # Only our children are watched and held in memory, filtered by the API server.
-    for resource in ("pods", "services"):
-        settings.watching.label_selectors[resource] = f"{LABEL_MANAGED_BY}={MANAGER}"
+    # kopf watches InferenceServices and their children only, filtered by the API server; TrainingJobs, their pods
+    # and Services and the nodes are watched by the TrainingJob controller's informers (no per-object workers).
+    for resource in ("pods", "services", "deployments"):
+        settings.watching.label_selectors[resource] = inferenceservice.CHILD_SELECTOR
     # Resources are resolved once at start-up (the CRDs come with the chart) and namespaces are exact names or
     # filtered in the handlers: no CRD or namespace watching, so no RBAC on either.
     settings.scanning.disabled = True
@@ -39,8 +41,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.posting.enabled = False
     memo.config = config
     memo.kube = Kube(connections=config.api_connections)
-    memo.trainingjobs = TrainingJobController(memo.kube, backoff_max=config.requeue_backoff_max)
-    memo.tasks = []
+    memo.trainingjobs = jobs = TrainingJobController(memo.kube, config)
+    memo.inferenceservices = services = InferenceServiceController(Kube(connections=16), config, lambda: jobs.prices)
+    jobs.job_listeners.append(services.job_changed)
+    services.queue.start()
+    memo.tasks = [asyncio.create_task(jobs.run(), name="trainingjob controller")]
     if config.prices_configmap:
 
         def use(table: PriceTable) -> None:
@@ -54,5 +59,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("tasks", []):
         task.cancel()
-    await memo.trainingjobs.coalescer.close()
+    await asyncio.gather(*memo.get("tasks", []), return_exceptions=True)
+    await memo.inferenceservices.close()
     await memo.kube.close()

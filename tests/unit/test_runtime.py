@@ -1,10 +1,13 @@
-"""Coalescing of reconciles and the cache of our own writes."""
+"""The work queue of reconciles and the cache of our own writes."""
 
 from __future__ import annotations
 
 import asyncio
 
-from lepton_operator.handlers.runtime import Coalescer, WriteCache
+from collections.abc import Callable
+
+import pytest
+from lepton_operator.handlers.runtime import WorkQueue, WriteCache
 
 
 def body(rv: str, epoch: int) -> dict:
@@ -22,17 +25,24 @@ def test_our_writes_win_until_the_index_catches_up_even_several_writes_behind() 
     assert cache.current("k", body("1", 0))["metadata"]["resourceVersion"] == "1"  # entry gone
 
 
+def test_only_our_last_write_coming_back_is_an_echo() -> None:
+    cache = WriteCache()
+    cache.wrote("k", body("1", 0), body("2", 1))
+    assert cache.is_echo("k", body("2", 1))
+    assert not cache.is_echo("k", body("3", 1)) and not cache.is_echo("other", body("2", 1))
+
+
 def test_someone_elses_newer_edit_replaces_our_cached_write() -> None:
     cache = WriteCache()
     cache.wrote("k", body("1", 0), body("2", 1))
     assert cache.current("k", body("9", 1))["metadata"]["resourceVersion"] == "9"
 
 
-async def test_coalescer_runs_one_pass_at_a_time_and_folds_triggers_into_one_rerun() -> None:
+async def test_queue_runs_a_key_once_at_a_time_and_folds_adds_into_one_rerun() -> None:
     running, passes = 0, 0
     gate = asyncio.Event()
 
-    async def reconcile() -> None:
+    async def reconcile(key: str) -> None:
         nonlocal running, passes
         running += 1
         assert running == 1
@@ -40,10 +50,77 @@ async def test_coalescer_runs_one_pass_at_a_time_and_folds_triggers_into_one_rer
         await gate.wait()
         running -= 1
 
-    c = Coalescer()
-    first = asyncio.create_task(c.trigger("k", reconcile))
-    await asyncio.sleep(0)
-    await asyncio.gather(*(c.trigger("k", reconcile) for _ in range(5)))  # return at once: folded
+    q = WorkQueue[str](reconcile, workers=4)
+    q.start()
+    q.add("k")
+    await wait_for(lambda: passes == 1)
+    for _ in range(5):
+        q.add("k")  # while it runs: one more pass afterwards, not five
     gate.set()
-    await first
+    await wait_for(lambda: passes == 2 and running == 0)
+    await asyncio.sleep(0.05)
     assert passes == 2
+    await q.close()
+
+
+async def test_urgent_keys_go_before_waiting_ones() -> None:
+    order: list[str] = []
+
+    async def reconcile(key: str) -> None:
+        order.append(key)
+
+    q = WorkQueue[str](reconcile, workers=1)
+    for key in ("a", "b", "c"):
+        q.add(key)
+    q.add("new", urgent=True)
+    q.add("b", urgent=True)  # a waiting key whose spec changed moves up
+    q.start()
+    await wait_for(lambda: len(order) == 4)
+    assert order == ["new", "b", "a", "c"]
+    await q.close()
+
+
+async def test_delayed_adds_keep_the_earliest_time_and_requeues_come_from_the_result() -> None:
+    passes: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def reconcile(key: str) -> float | None:
+        passes.append(loop.time())
+        return 0.05 if len(passes) == 1 else None  # the first pass asks to run again in 50 ms
+
+    q = WorkQueue[str](reconcile, workers=2)
+    q.start()
+    t0 = loop.time()
+    q.add("k", 5.0)
+    q.add("k", 0.02)  # earlier: wins
+    q.add("k", 3.0)  # later than the pending one: ignored
+    await wait_for(lambda: len(passes) == 2)
+    assert passes[0] - t0 < 1.0 and passes[1] - passes[0] >= 0.04
+    await asyncio.sleep(0.1)
+    assert len(passes) == 2
+    await q.close()
+
+
+async def test_a_failing_pass_is_logged_and_retried_not_lost(caplog: pytest.LogCaptureFixture) -> None:
+    calls = 0
+
+    async def reconcile(key: str) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("boom")
+
+    q = WorkQueue[str](reconcile, workers=1)
+    q.start()
+    q.add("k")
+    await wait_for(lambda: calls == 1)
+    await wait_for(lambda: "reconcile of k failed" in caplog.text)
+    assert len(q._timers) == 1  # retried later
+    await q.close()
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,33 +30,35 @@ from ..constants import (
     LABEL_MANAGED_BY,
     LABEL_NAME,
     MANAGER,
-    TRAININGJOB_PLURAL,
     VERSION,
 )
 from ..kube.client import ApiError, Kube
 from ..kube.events import post_event
 from ..kube.podmetrics import PodReport, PodScraper
-from ..prices import DEFAULT_PRICES, PriceTable
+from ..prices import PriceTable
 from ..reconcile.autoscale import Decision, Policy, Sample, decide
 from ..reconcile.capacity import NodeView
 from ..reconcile.inferenceservice import Observed, Plan, desired_replicas, plan
 from ..reconcile.serving import DeploymentView, Probes, ServePod, deployment_view, serve_pod
-from .runtime import Coalescer, WriteCache
-from .trainingjob import ours
+from .runtime import WorkQueue, WriteCache
+from .trainingjob import TrainingJobController
 
 log = logging.getLogger("lepton_operator.inferenceservice")
 Key = tuple[str, str]
 CHILD_LABELS = {LABEL_NAME: "inferenceservice", LABEL_MANAGED_BY: MANAGER}
+CHILD_SELECTOR = ",".join(f"{k}={v}" for k, v in CHILD_LABELS.items())
 
 
 @dataclass
 class Indexes:
+    """kopf's indexes of services and their children; TrainingJobs and nodes from the TrainingJob informers."""
+
     isvcs: kopf.Index[Key, Any]
     deployments: kopf.Index[Key, DeploymentView]
     services: kopf.Index[Key, str]
     pods: kopf.Index[Key, ServePod]
-    jobs: kopf.Index[Key, Any]
-    nodes: kopf.Index[str, NodeView]
+    jobs: Mapping[Key, Collection[dict[str, Any]]]
+    nodes: Mapping[str, Collection[NodeView]]
 
 
 @dataclass
@@ -75,7 +77,7 @@ class ScalerState:
 class InferenceServiceController:
     def __init__(self, kube: Kube, config: OperatorConfig, prices: Callable[[], PriceTable]) -> None:
         self.kube, self.config, self.prices = kube, config, prices
-        self.coalescer = Coalescer()
+        self.queue = WorkQueue[Key](self.reconcile, workers=4)
         self.scraper = PodScraper(timeout=min(1.0, config.scrape_interval))
         self.idx: Indexes | None = None
         self._states: dict[Key, ScalerState] = {}
@@ -84,28 +86,34 @@ class InferenceServiceController:
     def state(self, key: Key) -> ScalerState:
         return self._states.setdefault(key, ScalerState())
 
-    async def trigger(self, key: Key, idx: Indexes) -> None:
+    def trigger(self, key: Key, idx: Indexes) -> None:
         self.idx = idx
         st = self.state(key)
         if st.task is None or st.task.done():
             st.task = asyncio.get_running_loop().create_task(self._scale_loop(key), name=f"autoscaler {key}")
+        self.queue.add(key)
 
-        async def once() -> float | None:
-            return await self.reconcile(key, idx)
-
-        await self.coalescer.trigger(key, once)
+    def job_changed(self, namespace: str, name: str) -> None:
+        """A TrainingJob changed (e.g. succeeded): reconcile the services that serve its model."""
+        idx = self.idx
+        if idx is None:
+            return  # no InferenceService seen yet
+        for key, store in list(idx.isvcs.items()):
+            body: dict[str, Any] = next(iter(store), {})
+            if key[0] == namespace and ((body.get("spec") or {}).get("model") or {}).get("fromTrainingJob") == name:
+                self.trigger(key, idx)
 
     def forget(self, key: Key) -> None:
         st = self._states.pop(key, None)
         if st and st.task:
             st.task.cancel()
-        self.coalescer.forget(key)
+        self.queue.forget(key)
         self._written.forget(key)
 
     async def close(self) -> None:
         for key in list(self._states):
             self.forget(key)
-        await self.coalescer.close()
+        await self.queue.close()
         await self.scraper.close()
         await self.kube.close()
 
@@ -151,7 +159,7 @@ class InferenceServiceController:
         changed = probes != st.probes or scaling
         st.decision, st.probes = decision, probes
         if changed:
-            await self.trigger(key, idx)
+            self.trigger(key, idx)
 
     @staticmethod
     def _tally(
@@ -185,9 +193,9 @@ class InferenceServiceController:
         return Probes(answered, loaded, version, failures), total
 
     # -- one pass ----------------------------------------------------------------------------------
-    async def reconcile(self, key: Key, idx: Indexes) -> float | None:
-        store = idx.isvcs.get(key)
-        if not store:
+    async def reconcile(self, key: Key) -> float | None:
+        idx = self.idx
+        if idx is None or not (store := idx.isvcs.get(key)):
             return None
         body = self._written.current(key, next(iter(store)))
         now = datetime.now(UTC)
@@ -252,6 +260,12 @@ class InferenceServiceController:
 
 
 # -- indexes ---------------------------------------------------------------------------------------
+def ours(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    """kopf `when=` filter: the namespace matches LEPTON_NAMESPACES patterns (always true without patterns)."""
+    config: OperatorConfig = memo.config
+    return config.watches(namespace)
+
+
 @kopf.index(GROUP, VERSION, INFERENCESERVICE_PLURAL, when=ours)
 async def inferenceservice_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     return {(namespace, name): dict(body)}
@@ -279,42 +293,26 @@ def _controller(memo: kopf.Memo) -> InferenceServiceController:
     return ctl
 
 
-def _indexes(kwargs: dict[str, Any]) -> Indexes:
+def _indexes(kwargs: dict[str, Any], memo: kopf.Memo) -> Indexes:
+    jobs: TrainingJobController = memo.trainingjobs
     return Indexes(
         kwargs["inferenceservice_bodies"],
         kwargs["inferenceservice_deployments"],
         kwargs["inferenceservice_services"],
         kwargs["inferenceservice_pods"],
-        kwargs["trainingjob_bodies"],
-        kwargs["gpu_nodes"],
+        jobs.idx.jobs,
+        jobs.idx.nodes,
     )
 
 
-# -- start-up, triggers ----------------------------------------------------------------------------
-@kopf.on.startup()
-async def configure_inferenceservices(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    config = OperatorConfig()
-    settings.watching.label_selectors["deployments"] = f"{LABEL_MANAGED_BY}={MANAGER}"
-
-    def prices() -> PriceTable:
-        ctl = getattr(memo, "trainingjobs", None)  # the price ConfigMap handler updates the TrainingJob controller's
-        return ctl.prices if ctl is not None else DEFAULT_PRICES
-
-    memo.inferenceservices = InferenceServiceController(Kube(connections=16), config, prices)
-
-
-@kopf.on.cleanup()
-async def close_inferenceservices(memo: kopf.Memo, **_: Any) -> None:
-    await _controller(memo).close()
-
-
+# -- triggers --------------------------------------------------------------------------------------
 @kopf.on.event(GROUP, VERSION, INFERENCESERVICE_PLURAL, when=ours)
 async def inferenceservice_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     ctl = _controller(memo)
     if type == "DELETED":
         ctl.forget((namespace, name))
         return
-    await ctl.trigger((namespace, name), _indexes(kwargs))
+    ctl.trigger((namespace, name), _indexes(kwargs, memo))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, when=ours)
@@ -322,16 +320,6 @@ async def inferenceservice_changed(type: str | None, namespace: str, name: str, 
 @kopf.on.event("", "v1", "services", labels=CHILD_LABELS, when=ours)
 async def serving_child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
     key = (namespace, labels.get(LABEL_ISVC, ""))
-    idx = _indexes(kwargs)
+    idx = _indexes(kwargs, memo)
     if key in idx.isvcs:
-        await _controller(memo).trigger(key, idx)
-
-
-@kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL, when=ours)
-async def source_job_changed(namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    """A TrainingJob changed (e.g. succeeded): reconcile the services that serve its model."""
-    idx = _indexes(kwargs)
-    for key, store in list(idx.isvcs.items()):
-        body: dict[str, Any] = next(iter(store), {})
-        if key[0] == namespace and ((body.get("spec") or {}).get("model") or {}).get("fromTrainingJob") == name:
-            await _controller(memo).trigger(key, idx)
+        _controller(memo).trigger(key, idx)

@@ -1,64 +1,107 @@
-"""Per-key coalescing of reconciles and delayed requeues."""
+"""Scheduling of reconciles: a work queue with a fixed number of workers, per-key coalescing, delayed requeues."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-Reconcile = Callable[[], Awaitable[float | None]]  # returns seconds until the next pass is due, or None
+log = logging.getLogger("lepton_operator.runtime")
+
+K = TypeVar("K", bound=Hashable)
 
 
-class Coalescer:
-    """Runs at most one reconcile per key at a time; triggers during a run collapse into one re-run.
+class WorkQueue(Generic[K]):
+    """Keys waiting for a reconcile, served by `workers` tasks (the shape of controller-runtime's queue).
 
-    Reconciles run in the caller's task (kopf's worker for the triggering event), so no extra queue is
-    needed; a requeue (timer) starts a task of its own.
+    A key is reconciled by one worker at a time. Adds while it waits collapse into one pass; an add while it
+    runs queues it once more for after the run. Urgent keys (new or changed specs) go before the rest, so a
+    burst of status-only passes never delays the creation of a new job's pods. `add(key, delay)` waits
+    `delay` seconds first (an earlier pending time wins), which batches a job's pod events into one pass.
+    A reconcile returns seconds until it wants to run again, or None; an exception is logged and retried.
     """
 
-    def __init__(self) -> None:
-        self._dirty: dict[Hashable, bool] = {}
-        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+    def __init__(self, reconcile: Callable[[K], Awaitable[float | None]], workers: int = 16) -> None:
+        self._reconcile, self._workers = reconcile, workers
+        self._urgent: deque[K] = deque()
+        self._normal: deque[K] = deque()
+        self._queued: set[K] = set()
+        self._running: set[K] = set()
+        self._again: set[K] = set()  # added while running
+        self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
+        self._tokens: asyncio.Queue[None] = asyncio.Queue()  # one per queued key: wakes exactly one worker
+        self._tasks: list[asyncio.Task[None]] = []
 
-    async def trigger(self, key: Hashable, reconcile: Reconcile) -> None:
-        if key in self._dirty:
-            self._dirty[key] = True
-            return
-        self._dirty[key] = False
-        try:
-            while True:
-                delay = await reconcile()
-                if delay is not None:
-                    self.requeue(key, delay, reconcile)
-                if not self._dirty[key]:
-                    break
-                self._dirty[key] = False
-        finally:
-            del self._dirty[key]
+    def __len__(self) -> int:
+        return len(self._queued)
 
-    def requeue(self, key: Hashable, delay: float, reconcile: Reconcile) -> None:
-        """Run the reconcile again after `delay` seconds (replacing an earlier timer of the key)."""
-        if old := self._timers.pop(key, None):
-            old.cancel()
+    def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._work(), name=f"reconcile worker {i}") for i in range(self._workers)]
+
+    def add(self, key: K, delay: float = 0.0, *, urgent: bool = False) -> None:
+        if delay > 0:
+            self._add_later(key, delay)
+            return
+        if key in self._running:
+            self._again.add(key)
+            return
+        if key in self._queued:
+            if urgent and key in self._normal:
+                self._normal.remove(key)  # O(n), only for a key whose spec changed while it waited
+                self._urgent.append(key)
+            return
+        self._queued.add(key)
+        (self._urgent if urgent else self._normal).append(key)
+        self._tokens.put_nowait(None)
+
+    def _add_later(self, key: K, delay: float) -> None:
+        due = time.monotonic() + delay
+        pending = self._timers.get(key)
+        if pending is not None:
+            if pending[0] <= due:
+                return
+            pending[1].cancel()
 
         def fire() -> None:
             self._timers.pop(key, None)
-            task = loop.create_task(self.trigger(key, reconcile))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.add(key)
 
-        self._timers[key] = loop.call_later(max(delay, 0.0), fire)
+        self._timers[key] = (due, asyncio.get_running_loop().call_later(delay, fire))
 
-    def forget(self, key: Hashable) -> None:
-        if timer := self._timers.pop(key, None):
-            timer.cancel()
+    def forget(self, key: K) -> None:
+        """Drop timers of a deleted object (a pass already queued finds it gone and does nothing)."""
+        if pending := self._timers.pop(key, None):
+            pending[1].cancel()
+
+    async def _work(self) -> None:
+        while True:
+            await self._tokens.get()
+            key = (self._urgent or self._normal).popleft()
+            self._queued.discard(key)
+            self._running.add(key)
+            try:
+                delay = await self._reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the outermost boundary of a pass: log it, retry the key later
+                log.exception("reconcile of %s failed", key)
+                delay = 5.0
+            finally:
+                self._running.discard(key)
+            if delay is not None:
+                self.add(key, max(delay, 0.001))
+            if key in self._again:
+                self._again.discard(key)
+                self.add(key)
 
     async def close(self) -> None:
-        for timer in self._timers.values():
+        for _, timer in self._timers.values():
             timer.cancel()
-        for task in list(self._tasks):
+        for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -91,6 +134,11 @@ class WriteCache:
     def wrote(self, key: Hashable, based_on: dict[str, Any], response: dict[str, Any]) -> None:
         older = self._entries[key][0] if key in self._entries else frozenset()
         self._entries[key] = (older | {self._rv(based_on)}, response)
+
+    def is_echo(self, key: Hashable, indexed: dict[str, Any]) -> bool:
+        """The object is exactly our last write of it, coming back through the watch."""
+        entry = self._entries.get(key)
+        return entry is not None and self._rv(indexed) == self._rv(entry[1])
 
     def forget(self, key: Hashable) -> None:
         self._entries.pop(key, None)

@@ -1,16 +1,21 @@
-"""kopf wiring for TrainingJob: indexes of jobs, pods, Services and nodes; events trigger a level-based reconcile."""
+"""TrainingJob controller: informers feed in-memory indexes of jobs, pods, Services and nodes; their events queue
+a level-based reconcile of the job, run by a fixed set of workers.
+
+Nothing here is a per-object kopf handler: kopf's per-object machinery was most of the operator's CPU in a burst
+(docs/bench.md). kopf runs the operator (start-up, clean-up, liveness) and the InferenceService handlers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import kopf
 from lepton_trainer import contract
 from pydantic import ValidationError
 
@@ -20,27 +25,26 @@ from ..config import OperatorConfig
 from ..constants import (
     API_VERSION,
     COND_INVALID,
-    GROUP,
     LABEL_JOB,
     LABEL_MANAGED_BY,
     LABEL_NAME,
     MANAGER,
     TRAININGJOB_PLURAL,
-    VERSION,
 )
 from ..kube.client import ApiError, Kube
 from ..kube.events import post_event
+from ..kube.informer import Index, Informer
 from ..kube.usage import GpuUsage
 from ..prices import DEFAULT_PRICES, PriceTable
 from ..reconcile.capacity import NodeView, node_view, workers_that_fit
 from ..reconcile.observe import PodView, pod_view
 from ..reconcile.trainingjob import Observed, Plan, plan, target_size
 from ..timestamps import epoch_seconds, rfc3339
-from .runtime import Coalescer, WriteCache
+from .runtime import WorkQueue, WriteCache
 
 log = logging.getLogger("lepton_operator.trainingjob")
 Key = tuple[str, str]
-CHILD_LABELS = {LABEL_NAME: "trainingjob", LABEL_MANAGED_BY: MANAGER}
+CHILD_SELECTOR = f"{LABEL_NAME}=trainingjob,{LABEL_MANAGED_BY}={MANAGER}"
 DELETED_NODE_MEMORY = 600.0  # seconds a deleted node counts as lost
 PROGRESS_POLL = 10.0  # seconds between fetches of a running job's /progress
 CREATE_MEMORY = 10.0  # seconds a created pod counts as existing before the index shows it
@@ -48,22 +52,35 @@ CREATE_MEMORY = 10.0  # seconds a created pod counts as existing before the inde
 
 @dataclass
 class Indexes:
-    """kopf's in-memory indexes, as handlers receive them."""
+    """What the informers saw: jobs and their children by job key, nodes by name."""
 
-    jobs: kopf.Index[Key, Any]
-    pods: kopf.Index[Key, PodView]
-    services: kopf.Index[Key, str]
-    nodes: kopf.Index[str, NodeView]
+    jobs: Index[Key, dict[str, Any]] = field(default_factory=Index)
+    pods: Index[Key, PodView] = field(default_factory=Index)
+    services: Index[Key, str] = field(default_factory=Index)
+    nodes: Index[str, NodeView] = field(default_factory=Index)
+
+
+def _key(obj: dict[str, Any]) -> Key:
+    meta = obj["metadata"]
+    return meta.get("namespace", ""), meta["name"]
+
+
+def _job_of(obj: dict[str, Any]) -> Key:
+    meta = obj["metadata"]
+    return meta.get("namespace", ""), (meta.get("labels") or {}).get(LABEL_JOB, "")
 
 
 class TrainingJobController:
-    """Observe (from kopf's indexes) -> plan (pure) -> apply (kube/); one status write per pass."""
+    """Observe (from the informers' indexes) -> plan (pure) -> apply (kube/); one status write per pass."""
 
-    def __init__(self, kube: Kube, backoff_max: float = 30.0) -> None:
+    def __init__(self, kube: Kube, config: OperatorConfig | None = None) -> None:
+        self.config = config or OperatorConfig()
         self.kube = kube
         self.usage = GpuUsage(kube)
-        self.coalescer = Coalescer()
-        self.backoff_max = backoff_max
+        self.idx = Indexes()
+        self.queue = WorkQueue[Key](self.reconcile, workers=self.config.reconcile_workers)
+        self.backoff_max = self.config.requeue_backoff_max
+        self.job_listeners: list[Callable[[str, str], None]] = []  # told of every job change (InferenceService)
         self._failures: dict[Key, int] = {}
         self._written = WriteCache()
         # Pods we created that kopf's index has not shown yet: key -> {name: monotonic time}. Saves a 409 each.
@@ -72,15 +89,91 @@ class TrainingJobController:
         self._deleted_nodes: dict[str, float] = {}
         self.prices: PriceTable = DEFAULT_PRICES
 
-    async def trigger(self, key: Key, idx: Indexes) -> None:
-        async def once() -> float | None:
-            return await self.reconcile(key, idx)
+    # -- watching --------------------------------------------------------------------------------
+    def informers(self) -> list[Informer]:
+        """Jobs and our labelled children in the watched namespaces (or cluster-wide), and all nodes."""
+        namespaces: list[str | None] = list(self.config.exact_namespaces) or [None]
+        found: list[Informer] = [Informer(self.kube, "v1", "nodes", self._on_node)]
+        for ns in namespaces:
+            found += [
+                Informer(self.kube, API_VERSION, TRAININGJOB_PLURAL, self._on_job, namespace=ns),
+                Informer(self.kube, "v1", "pods", self._on_pod, namespace=ns, label_selector=CHILD_SELECTOR),
+                Informer(self.kube, "v1", "services", self._on_service, namespace=ns, label_selector=CHILD_SELECTOR),
+            ]
+        return found
 
-        await self.coalescer.trigger(key, once)
+    async def run(self) -> None:
+        """Watch; once every informer has listed, start the workers (no pass ever acts on a partial view)."""
+        informers = self.informers()
+        tasks = [asyncio.create_task(i.run(), name=repr(i)) for i in informers]
+        try:
+            await asyncio.gather(*(i.synced.wait() for i in informers))
+            log.info("trainingjobs: %d informers synced; %d jobs queued", len(informers), len(self.queue))
+            self.queue.start()
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await self.queue.close()
+
+    def _on_job(self, kind: str, obj: dict[str, Any]) -> None:
+        key = _key(obj)
+        if not self.config.watches(key[0]):
+            return
+        for tell in self.job_listeners:
+            tell(*key)
+        if kind == "DELETED":
+            self.idx.jobs.remove(key, key[1])
+            self.forget(key)
+            return
+        self.idx.jobs.put(key, key[1], obj)
+        if self._written.is_echo(key, obj):
+            return  # our own status write coming back: the pass that wrote it knew it already
+        meta, status = obj["metadata"], obj.get("status") or {}
+        self.queue.add(key, urgent=meta.get("generation") != status.get("observedGeneration"))
+
+    def _on_pod(self, kind: str, obj: dict[str, Any]) -> None:
+        key, name = _job_of(obj), obj["metadata"]["name"]
+        if not self.config.watches(key[0]):
+            return
+        if kind == "DELETED":
+            self.idx.pods.remove(key, name)
+            self.queue.add(key, urgent=True)
+            return
+        view = pod_view(obj)
+        self.idx.pods.put(key, name, view)
+        if view.phase == "Failed" or view.deleting:
+            self.queue.add(key, urgent=True)  # failover acts at once
+        else:
+            self.queue.add(key, self.config.status_batch_seconds)  # progress: one pass for a gang's events
+
+    def _on_service(self, kind: str, obj: dict[str, Any]) -> None:
+        key, name = _job_of(obj), obj["metadata"]["name"]
+        if not self.config.watches(key[0]):
+            return
+        if kind == "DELETED":
+            self.idx.services.remove(key, name)
+            self.queue.add(key)
+        else:
+            self.idx.services.put(key, name, name)
+
+    def _on_node(self, kind: str, obj: dict[str, Any]) -> None:
+        """Fast node-loss reaction: NotReady, an unreachable/not-ready taint, or deletion restarts affected jobs now."""
+        name = obj["metadata"]["name"]
+        if kind == "DELETED":
+            self.idx.nodes.remove(name, name)
+            self.node_deleted(name)
+        else:
+            view = node_view(obj)
+            self.idx.nodes.put(name, name, view)
+            if not view.lost:
+                self.node_back(name)
+                return
+        self.trigger_jobs_on(name)
 
     def forget(self, key: Key) -> None:
         metrics.JOBS.jobs.pop(key, None)
-        self.coalescer.forget(key)
+        self.queue.forget(key)
         self._written.forget(key)
         self._created.pop(key, None)
         self._progress.pop(key, None)
@@ -93,23 +186,24 @@ class TrainingJobController:
     def node_back(self, name: str) -> None:
         self._deleted_nodes.pop(name, None)
 
-    def lost_nodes(self, idx: Indexes) -> frozenset[str]:
+    def lost_nodes(self) -> frozenset[str]:
         now = time.monotonic()
         for name, since in list(self._deleted_nodes.items()):
             if now - since > DELETED_NODE_MEMORY:
                 del self._deleted_nodes[name]
-        lost = {n.name for store in idx.nodes.values() for n in store if n.lost}
+        lost = {n.name for store in self.idx.nodes.values() for n in store if n.lost}
         return frozenset(lost | self._deleted_nodes.keys())
 
-    async def trigger_jobs_on(self, node: str, idx: Indexes) -> None:
-        """A node was lost: reconcile every job with a pod on it, at once and concurrently."""
-        keys = [key for key, store in idx.pods.items() if any(pv.node == node for pv in store)]
+    def trigger_jobs_on(self, node: str) -> None:
+        """A node was lost: reconcile every job with a pod on it, before anything else."""
+        keys = [key for key, store in self.idx.pods.items() if any(pv.node == node for pv in store)]
         if keys:
             log.info("node %s lost: reconciling %d job(s) with pods on it", node, len(keys))
-        await asyncio.gather(*(self.trigger(key, idx) for key in keys))
+        for key in keys:
+            self.queue.add(key, urgent=True)
 
     # -- one pass ----------------------------------------------------------------------------------
-    async def _capacity(self, job: TrainingJob, pods: list[PodView], idx: Indexes, lost: frozenset[str]) -> int | None:
+    async def _capacity(self, job: TrainingJob, pods: list[PodView], lost: frozenset[str]) -> int | None:
         """Free-GPU estimate, only for elastic jobs that may change size (one cached LIST for all)."""
         spec = job.spec
         if spec.min_size >= target_size(job) or spec.gpus_per_replica == 0:
@@ -121,7 +215,7 @@ class TrainingJobController:
         for q in current:
             if q.node and q.phase not in ("Succeeded", "Failed"):
                 own[q.node] = own.get(q.node, 0) + spec.gpus_per_replica
-        nodes = [n for store in idx.nodes.values() for n in store if n.name not in lost]
+        nodes = [n for store in self.idx.nodes.values() for n in store if n.name not in lost]
         used = await self.usage.used()
         return None if used is None else workers_that_fit(job, nodes, used, own)
 
@@ -140,11 +234,12 @@ class TrainingJobController:
         self._progress[key] = (time.monotonic(), doc)
         return doc
 
-    async def reconcile(self, key: Key, idx: Indexes) -> float | None:
+    async def reconcile(self, key: Key) -> float | None:
         with metrics.RECONCILE.time():
-            return await self._reconcile(key, idx)
+            return await self._reconcile(key)
 
-    async def _reconcile(self, key: Key, idx: Indexes) -> float | None:
+    async def _reconcile(self, key: Key) -> float | None:
+        idx = self.idx
         store = idx.jobs.get(key)
         if not store:
             return None
@@ -156,13 +251,13 @@ class TrainingJobController:
             await self._report_invalid(key, body, exc, now)
             return None
         pods = list(idx.pods.get(key, []))
-        lost = self.lost_nodes(idx)
+        lost = self.lost_nodes()
         nodes = {q.node: n for q in pods if q.node for n in idx.nodes.get(q.node, [])}
         prices = self.prices.merged(
             job.spec.prices.to_wire() if job.spec.prices else None, f"spec.prices over {self.prices.source}"
         )
         try:
-            capacity = await self._capacity(job, pods, idx, lost)
+            capacity = await self._capacity(job, pods, lost)
             live = await self._live_progress(key, job, pods)
             seen = Observed(pods, key in idx.services, lost, capacity, nodes, prices, live)
             decision = plan(job, seen, now)
@@ -283,71 +378,3 @@ class TrainingJobController:
             await post_event(self.kube, body, "Warning", "InvalidSpec", errors, now)
         except (ApiError, aiohttp.ClientError) as api_exc:
             log.warning("trainingjob %s/%s: cannot report invalid spec: %s", *key, api_exc)
-
-
-# -- indexes ---------------------------------------------------------------------------------------
-def ours(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
-    """kopf `when=` filter: the namespace matches LEPTON_NAMESPACES patterns (always true without patterns)."""
-    config: OperatorConfig = memo.config
-    return config.watches(namespace)
-
-
-# Indexes are `async def`: kopf runs plain functions in its thread pool, a thread hop (and GIL hand-off) per event
-# that cost ~10 % of the operator's CPU in a 2,000-pod burst (bench/scale.py, docs/bench.md). They never block.
-@kopf.index(GROUP, VERSION, TRAININGJOB_PLURAL, when=ours)
-async def trainingjob_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
-    return {(namespace, name): dict(body)}
-
-
-@kopf.index("", "v1", "pods", labels=CHILD_LABELS, when=ours)
-async def trainingjob_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, PodView]:
-    return {(namespace, labels.get(LABEL_JOB, "")): pod_view(dict(body))}
-
-
-@kopf.index("", "v1", "services", labels=CHILD_LABELS, when=ours)
-async def trainingjob_services(namespace: str, labels: kopf.Labels, name: str, **_: Any) -> dict[Key, str]:
-    return {(namespace, labels.get(LABEL_JOB, "")): name}
-
-
-@kopf.index("", "v1", "nodes")
-async def gpu_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeView]:
-    return {name: node_view(dict(body))}
-
-
-def _controller(memo: kopf.Memo) -> TrainingJobController:
-    ctl: TrainingJobController = memo.trainingjobs
-    return ctl
-
-
-def _indexes(kwargs: dict[str, Any]) -> Indexes:
-    return Indexes(
-        kwargs["trainingjob_bodies"], kwargs["trainingjob_pods"], kwargs["trainingjob_services"], kwargs["gpu_nodes"]
-    )
-
-
-# -- triggers --------------------------------------------------------------------------------------
-@kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL, when=ours)
-async def trainingjob_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    ctl = _controller(memo)
-    if type == "DELETED":
-        ctl.forget((namespace, name))
-        return
-    await ctl.trigger((namespace, name), _indexes(kwargs))
-
-
-@kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, when=ours)
-@kopf.on.event("", "v1", "services", labels=CHILD_LABELS, when=ours)
-async def child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
-    await _controller(memo).trigger((namespace, labels.get(LABEL_JOB, "")), _indexes(kwargs))
-
-
-@kopf.on.event("", "v1", "nodes")
-async def node_changed(type: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Fast node-loss reaction: NotReady, an unreachable/not-ready taint, or deletion restarts affected jobs now."""
-    ctl = _controller(memo)
-    if type == "DELETED":
-        ctl.node_deleted(name)
-    elif not node_view(dict(body)).lost:
-        ctl.node_back(name)
-        return
-    await ctl.trigger_jobs_on(name, _indexes(kwargs))

@@ -6,7 +6,9 @@ through aiohttp, which kopf already uses, without the generated client's model (
 
 from __future__ import annotations
 
+import json
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -63,6 +65,7 @@ class Kube:
         self.cfg = cfg or load_configuration()
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._watches: aiohttp.ClientSession | None = None  # long-lived watches: never hold up requests
         self._pods: aiohttp.ClientSession | None = None  # plain HTTP to pods, never the API's credentials
 
     def _ssl(self) -> ssl.SSLContext | bool:
@@ -85,7 +88,7 @@ class Kube:
         return self._session
 
     async def close(self) -> None:
-        for session in (self._session, self._pods):
+        for session in (self._session, self._watches, self._pods):
             if session is not None:
                 await session.close()
 
@@ -113,6 +116,23 @@ class Kube:
                 body = await resp.json(content_type=None) if resp.content_length != 0 else {}
                 return resp.status, body or {}
             raise ApiError(resp.status, method, path, await resp.text())
+
+    async def watch(self, path: str, params: dict[str, str], seconds: float) -> AsyncIterator[dict[str, Any]]:
+        """The events of one watch request (one JSON document a line) until the server ends it."""
+        if self._watches is None or self._watches.closed:
+            conn = aiohttp.TCPConnector(ssl=self._ssl(), limit=0)
+            self._watches = aiohttp.ClientSession(base_url=self.cfg.host, connector=conn)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=seconds)
+        headers = {**self._headers(), "Accept": "application/json"}
+        async with self._watches.get(path, params=params, headers=headers, timeout=timeout) as resp:
+            if resp.status >= 300:
+                raise ApiError(resp.status, "WATCH", path, await resp.text())
+            rest = b""
+            async for chunk in resp.content.iter_any():
+                *lines, rest = (rest + chunk).split(b"\n")
+                for line in lines:
+                    if line:
+                        yield json.loads(line)
 
     async def create(self, obj: dict[str, Any]) -> bool:
         """Create an object; False when it exists already (idempotent)."""
