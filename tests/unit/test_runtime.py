@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import Callable
 
 import pytest
@@ -118,9 +117,7 @@ async def test_a_failing_pass_is_logged_and_retried_not_lost(caplog: pytest.LogC
     await q.close()
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not predicate():  # noqa: ASYNC110  (the wait-for-condition helper itself)
+            await asyncio.sleep(0.005)
