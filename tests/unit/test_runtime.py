@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from lepton_operator.handlers.runtime import WorkQueue, WriteCache
+from lepton_operator.kube.client import merge_patch
 
 
 def body(rv: str, epoch: int) -> dict:
@@ -121,3 +122,10 @@ async def wait_for(predicate: Callable[[], bool]) -> None:
     async with asyncio.timeout(5):
         while not predicate():  # noqa: ASYNC110  (the wait-for-condition helper itself)
             await asyncio.sleep(0.005)
+
+
+def test_status_patch_sends_changed_keys_and_nulls_removed_ones() -> None:
+    old = {"phase": "Pending", "ready": "0/4", "message": "starting", "replicas": 4}
+    new = {"phase": "Running", "ready": "4/4", "replicas": 4}
+    assert merge_patch(old, new) == {"phase": "Running", "ready": "4/4", "message": None}
+    assert merge_patch(new, new) == {}

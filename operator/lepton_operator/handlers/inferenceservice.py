@@ -32,7 +32,7 @@ from ..constants import (
     MANAGER,
     VERSION,
 )
-from ..kube.client import ApiError, Kube
+from ..kube.client import ApiError, Kube, merge_patch
 from ..kube.events import post_event
 from ..kube.podmetrics import PodReport, PodScraper
 from ..prices import PriceTable
@@ -250,8 +250,7 @@ class InferenceServiceController:
         if p.patch_deployment is not None:
             await self.kube.patch("apps/v1", "deployments", ns, name, p.patch_deployment)
         if p.status is not None:
-            old = body.get("status") or {}
-            patch = {**{k: None for k in old if k not in p.status}, **p.status}
+            patch = merge_patch(body.get("status") or {}, p.status)
             updated = await self.kube.patch_status(API_VERSION, INFERENCESERVICE_PLURAL, ns, name, patch)
             if updated is not None:
                 self._written.wrote(key, body, updated)

@@ -31,7 +31,7 @@ from ..constants import (
     MANAGER,
     TRAININGJOB_PLURAL,
 )
-from ..kube.client import ApiError, Kube
+from ..kube.client import ApiError, Kube, merge_patch
 from ..kube.events import post_event
 from ..kube.informer import Index, Informer
 from ..kube.usage import GpuUsage
@@ -83,10 +83,11 @@ class TrainingJobController:
         self.job_listeners: list[Callable[[str, str], None]] = []  # told of every job change (InferenceService)
         self._failures: dict[Key, int] = {}
         self._written = WriteCache()
-        # Pods we created that kopf's index has not shown yet: key -> {name: monotonic time}. Saves a 409 each.
+        # Pods we created that the index has not shown yet: key -> {name: monotonic time}. Saves a 409 each.
         self._created: dict[Key, dict[str, float]] = {}
         self._progress: dict[Key, tuple[float, dict[str, Any] | None]] = {}
         self._deleted_nodes: dict[str, float] = {}
+        self._unhealthy_nodes: set[str] = set()  # NotReady or tainted unreachable/not-ready, as last seen
         self.prices: PriceTable = DEFAULT_PRICES
 
     # -- watching --------------------------------------------------------------------------------
@@ -126,6 +127,7 @@ class TrainingJobController:
             self.idx.jobs.remove(key, key[1])
             self.forget(key)
             return
+        obj["metadata"].pop("managedFields", None)  # never read; most of a stored body's size
         self.idx.jobs.put(key, key[1], obj)
         if self._written.is_echo(key, obj):
             return  # our own status write coming back: the pass that wrote it knew it already
@@ -162,13 +164,16 @@ class TrainingJobController:
         name = obj["metadata"]["name"]
         if kind == "DELETED":
             self.idx.nodes.remove(name, name)
+            self._unhealthy_nodes.discard(name)
             self.node_deleted(name)
         else:
             view = node_view(obj)
             self.idx.nodes.put(name, name, view)
             if not view.lost:
+                self._unhealthy_nodes.discard(name)
                 self.node_back(name)
                 return
+            self._unhealthy_nodes.add(name)
         self.trigger_jobs_on(name)
 
     def forget(self, key: Key) -> None:
@@ -191,8 +196,7 @@ class TrainingJobController:
         for name, since in list(self._deleted_nodes.items()):
             if now - since > DELETED_NODE_MEMORY:
                 del self._deleted_nodes[name]
-        lost = {n.name for store in self.idx.nodes.values() for n in store if n.lost}
-        return frozenset(lost | self._deleted_nodes.keys())
+        return frozenset(self._unhealthy_nodes | self._deleted_nodes.keys())
 
     def trigger_jobs_on(self, node: str) -> None:
         """A node was lost: reconcile every job with a pod on it, before anything else."""
@@ -333,10 +337,10 @@ class TrainingJobController:
             if isinstance(r, BaseException):
                 raise r
         if p.status is not None:
-            old = body.get("status") or {}
-            patch = {**{k: None for k in old if k not in p.status}, **p.status}
+            patch = merge_patch(body.get("status") or {}, p.status)
             updated = await self.kube.patch_status(API_VERSION, TRAININGJOB_PLURAL, ns, name, patch)
             if updated is not None:
+                updated["metadata"].pop("managedFields", None)
                 self._written.wrote(key, body, updated)
         for ev in p.events:
             await post_event(self.kube, body, ev.type, ev.reason, ev.message, now)

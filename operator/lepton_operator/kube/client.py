@@ -58,6 +58,11 @@ def object_path(api_version: str, plural: str, namespace: str | None, name: str 
     return f"{base}/{quote(name)}" if name else base
 
 
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The top-level JSON merge patch that turns `old` into `new`: changed keys only, removed keys as null."""
+    return {**{k: None for k in old if k not in new}, **{k: v for k, v in new.items() if old.get(k) != v}}
+
+
 class Kube:
     """Async API client. One aiohttp session, created lazily inside the running loop."""
 
@@ -107,12 +112,19 @@ class Kube:
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
         ok: tuple[int, ...] = (),
+        decode: bool = True,
     ) -> tuple[int, dict[str, Any]]:
-        """Send one request; statuses in `ok` (besides 2xx) are returned instead of raised."""
+        """Send one request; statuses in `ok` (besides 2xx) are returned instead of raised.
+
+        `decode=False` skips parsing the answer (a created pod's echo is ~4 kB of JSON nobody reads).
+        """
         session = await self.session()
         headers = {**self._headers(), "Content-Type": content_type, "Accept": "application/json"}
         async with session.request(method, path, json=json, headers=headers, params=params) as resp:
             if resp.status < 300 or resp.status in ok:
+                if not decode:
+                    await resp.read()
+                    return resp.status, {}
                 body = await resp.json(content_type=None) if resp.content_length != 0 else {}
                 return resp.status, body or {}
             raise ApiError(resp.status, method, path, await resp.text())
@@ -139,14 +151,16 @@ class Kube:
         meta = obj["metadata"]
         plural = obj["kind"].lower() + "s"
         path = object_path(obj["apiVersion"], plural, meta.get("namespace"))
-        status, _ = await self.request("POST", path, json=obj, params={"fieldManager": MANAGER}, ok=(409,))
+        status, _ = await self.request(
+            "POST", path, json=obj, params={"fieldManager": MANAGER}, ok=(409,), decode=False
+        )
         return status != 409
 
     async def delete(self, api_version: str, plural: str, namespace: str, name: str, **opts: Any) -> bool:
         """Delete an object; False when it is gone already."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", **opts}
         status, _ = await self.request(
-            "DELETE", object_path(api_version, plural, namespace, name), json=body, ok=(404,)
+            "DELETE", object_path(api_version, plural, namespace, name), json=body, ok=(404,), decode=False
         )
         return status != 404
 

@@ -1,10 +1,10 @@
 """List+watch of one resource in one task, handing every event to a plain callback.
 
 kopf gives every watched object a worker task, a queue, a diff-base copy and a logger, which cost ~40 % of
-the operator's CPU when a burst of jobs created thousands of pods (docs/bench.md). The operator's own
-children and the nodes only feed in-memory views, so they are watched here instead: a LIST (served from
-the API server's watch cache), then a WATCH from its resourceVersion with bookmarks, resumed where it
-stopped, and a new LIST when the server says the version is gone (410). A relist reports objects that
+the operator's CPU when a burst of jobs created thousands of pods (docs/bench.md). The operator's jobs,
+children and nodes only feed in-memory indexes, so they are watched here instead: a paginated LIST, then a
+WATCH from its resourceVersion with bookmarks, resumed where it stopped, and a new LIST when the server
+says the version is gone (410). A relist reports objects that
 vanished meanwhile as DELETED, so callers never keep a view of an object that no longer exists.
 """
 
@@ -25,6 +25,7 @@ log = logging.getLogger("lepton_operator.informer")
 Callback = Callable[[str, dict[str, Any]], None]  # (ADDED | MODIFIED | DELETED, object)
 WATCH_SECONDS = 300  # the server ends each watch after this; it is resumed from the last version
 RETRY_SECONDS = 1.0
+PAGE = 500  # objects per LIST page
 
 
 K = TypeVar("K", bound=Hashable)
@@ -108,16 +109,21 @@ class Informer:
                 await asyncio.sleep(RETRY_SECONDS)
 
     async def _list(self) -> str:
-        _, body = await self.kube.request("GET", self.path, params={**self.params, "resourceVersion": "0"})
-        items: list[dict[str, Any]] = body.get("items") or []
+        """One consistent LIST in pages of PAGE objects (only a page is ever decoded in memory at once)."""
         listed: dict[tuple[str, str], str] = {}
-        for obj in items:
-            meta = obj["metadata"]
-            ident = (meta.get("namespace", ""), meta["name"])
-            listed[ident] = rv = meta["resourceVersion"]
-            if self._versions.get(ident) != rv:
-                self._versions[ident] = rv
-                self.callback("ADDED", obj)
+        params = {**self.params, "limit": str(PAGE)}
+        while True:
+            _, body = await self.kube.request("GET", self.path, params=params)
+            for obj in body.get("items") or []:
+                meta = obj["metadata"]
+                ident = (meta.get("namespace", ""), meta["name"])
+                listed[ident] = rv = meta["resourceVersion"]
+                if self._versions.get(ident) != rv:
+                    self._versions[ident] = rv
+                    self.callback("ADDED", obj)
+            params["continue"] = body["metadata"].get("continue") or ""
+            if not params["continue"]:
+                break
         for ident in self._versions.keys() - listed.keys():
             del self._versions[ident]
             self.callback("DELETED", {"metadata": {"namespace": ident[0], "name": ident[1]}})
