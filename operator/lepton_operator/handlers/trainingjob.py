@@ -130,7 +130,10 @@ class TrainingJobController:
         obj["metadata"].pop("managedFields", None)  # never read; most of a stored body's size
         self.idx.jobs.put(key, key[1], obj)
         if self._written.is_echo(key, obj):
-            return  # our own status write coming back: the pass that wrote it knew it already
+            # Our own status write coming back: one more pass, batched, since a pass need not be a fixed point
+            # (e.g. the pass that sets startTime is the one before the deadline's requeue is known).
+            self.queue.add(key, self.config.status_batch_seconds)
+            return
         meta, status = obj["metadata"], obj.get("status") or {}
         self.queue.add(key, urgent=meta.get("generation") != status.get("observedGeneration"))
 
