@@ -267,6 +267,7 @@ class Workload:
     manifests: list[dict[str, Any]]
     pid: int
     flow: str
+    schedulable: bool = True  # False: CPU-only pods on GPU-tainted nodes stay Pending (memory phase)
 
     @property
     def pods(self) -> int:
@@ -340,12 +341,14 @@ def run_workload(api: Api, w: Workload, args: argparse.Namespace, timeout: float
         sent = asyncio.run(submit(api, w.job_path, w.manifests, args.concurrency))
         t_submitted = time.time()
         pods_ok = wait_until(lambda: len(seen.pod_created) >= total, timeout, f"{total} {w.name} pods")
-        running_ok = wait_until(lambda: len(seen.pod_running) >= total, timeout, f"{total} {w.name} pods Running")
-        jobs_ok = wait_until(
-            lambda: len(seen.job_running) >= len(w.manifests),
-            min(60.0, timeout),
-            f"{len(w.manifests)} {w.name} jobs Running",
-        )
+        running_ok = jobs_ok = False
+        if w.schedulable:
+            running_ok = wait_until(lambda: len(seen.pod_running) >= total, timeout, f"{total} {w.name} pods Running")
+            jobs_ok = wait_until(
+                lambda: len(seen.job_running) >= len(w.manifests),
+                min(60.0, timeout),
+                f"{len(w.manifests)} {w.name} jobs Running",
+            )
         time.sleep(args.settle)  # the operator's trailing status writes belong to the workload
         requests1, cpu1 = flow_requests(api, w.flow), cpu_seconds(w.pid)
         sampling.set()
@@ -663,8 +666,9 @@ def open_cluster(args: argparse.Namespace) -> tuple[Any, bool]:
             "LEPTON_PORT_OFFSET": os.environ.get("LEPTON_PORT_OFFSET", "2000"),
             "LEPTON_RUN_DIR": os.environ.get("LEPTON_RUN_DIR", str(REPO / "run" / "bench-cluster")),
         }
-        if "LEPTON_CACHE_DIR" in os.environ:
-            env["LEPTON_CACHE_DIR"] = os.environ["LEPTON_CACHE_DIR"]
+        for passed in ("LEPTON_CACHE_DIR", "LEPTON_PROFILING"):  # the latter: /debug/pprof for a profile
+            if passed in os.environ:
+                env[passed] = os.environ[passed]
         from lepton_cluster.config import ClusterConfig
 
         config = ClusterConfig.from_env(env, count=args.nodes, gpus_per_node=args.gpus_per_node)
@@ -704,6 +708,7 @@ def run_lepton(
             lepton_manifests(jobs, workers, gpus),
             operator.proc.pid,
             LEPTON_FLOW,
+            schedulable=gpus > 0,  # every node carries the GPU taint: CPU-only workers stay Pending
         )
         print(f"-- lepton-operator: {jobs} TrainingJobs x {workers} workers in {ns}", flush=True)
         return run_workload(api, w, args, args.timeout)

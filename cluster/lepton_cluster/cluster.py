@@ -321,7 +321,7 @@ class Cluster:
                 "--allow-privileged=true",
                 "--max-requests-inflight=800",
                 "--max-mutating-requests-inflight=400",
-                "--profiling=false",
+                f"--profiling={str(c.profiling).lower()}",
             ]
         if name == "kube-controller-manager":
             kc = c.kubeconfig_for("kube-controller-manager")
@@ -343,7 +343,12 @@ class Cluster:
                 f"--service-cluster-ip-range={c.service_cidr}",
                 "--kube-api-qps=1000",
                 "--kube-api-burst=2000",
-                "--profiling=false",
+                # Pod IPs here are loopback (kwok) and the API refuses loopback endpoint addresses, so these
+                # controllers only failed (422) and retried, ~6 writes and ~4 warning Events per Service in a
+                # burst (a third of the apiserver's work, bench/scale.py). Nothing here routes Services anyway:
+                # there is no kube-proxy and no cluster DNS.
+                "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
+                f"--profiling={str(c.profiling).lower()}",
             ]
         if name == "kube-scheduler":
             kc = c.kubeconfig_for("kube-scheduler")
@@ -355,7 +360,7 @@ class Cluster:
                 "--bind-address=127.0.0.1",
                 f"--secure-port={p.scheduler}",
                 f"--cert-dir={c.run_dir / 'certs'}",
-                "--profiling=false",
+                f"--profiling={str(c.profiling).lower()}",
             ]
         if name == "kwok":
             return [

@@ -100,6 +100,8 @@ class ClusterConfig:
     service_cidr: str = SERVICE_CIDR
     #: seconds allowed from process start to "all ready"
     start_timeout: float = 120.0
+    #: serve /debug/pprof on the apiserver, scheduler and controller-manager (LEPTON_PROFILING=1)
+    profiling: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ClusterConfig:
@@ -119,6 +121,8 @@ class ClusterConfig:
             pool = replace(pool, gpus_per_node=int(env["LEPTON_GPUS_PER_NODE"]))
         if env.get("LEPTON_SPOT_EVERY"):
             pool = replace(pool, spot_every=int(env["LEPTON_SPOT_EVERY"]))
+        if env.get("LEPTON_PROFILING"):
+            cfg = replace(cfg, profiling=env["LEPTON_PROFILING"] not in ("0", "false"))
         cfg = replace(cfg, nodes=pool)
         node_overrides = {k: overrides.pop(k) for k in ("count", "gpus_per_node", "spot_every") if k in overrides}
         node_overrides = {k: v for k, v in node_overrides.items() if v is not None}
