@@ -280,20 +280,26 @@ def _worker_count(m: dict[str, Any]) -> int:
     return sum(int(r["replicas"]) for r in m["spec"]["pytorchReplicaSpecs"].values())
 
 
-async def submit(api: Api, path: str, manifests: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
-    """POST every job, `concurrency` at a time; job name -> wall time just before its POST."""
+async def submit(
+    api: Api, path: str, manifests: list[dict[str, Any]], concurrency: int, rate: float = 0.0
+) -> dict[str, float]:
+    """POST every job, `concurrency` at a time (`rate` > 0: the i-th no earlier than i / rate seconds after the
+    first, an open-loop arrival); job name -> wall time just before its POST."""
     sent: dict[str, float] = {}
     sem = asyncio.Semaphore(concurrency)
+    start = time.monotonic()
     async with api.session(limit=concurrency) as session:
 
-        async def one(m: dict[str, Any]) -> None:
+        async def one(i: int, m: dict[str, Any]) -> None:
+            if rate > 0:
+                await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
             async with sem:
                 sent[m["metadata"]["name"]] = time.time()
                 async with session.post(path, json=m) as resp:
                     if resp.status >= 300:
                         raise RuntimeError(f"POST {path}: {resp.status} {await resp.text()}")
 
-        await asyncio.gather(*(one(m) for m in manifests))
+        await asyncio.gather(*(one(i, m) for i, m in enumerate(manifests)))
     return sent
 
 
@@ -338,7 +344,7 @@ def run_workload(api: Api, w: Workload, args: argparse.Namespace, timeout: float
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        sent = asyncio.run(submit(api, w.job_path, w.manifests, args.concurrency))
+        sent = asyncio.run(submit(api, w.job_path, w.manifests, args.concurrency, args.rate))
         t_submitted = time.time()
         pods_ok = wait_until(lambda: len(seen.pod_created) >= total, timeout, f"{total} {w.name} pods")
         running_ok = jobs_ok = False
@@ -814,6 +820,12 @@ def main() -> int:
     )
     p.add_argument("--gpus-per-node", type=int, default=8)
     p.add_argument("--concurrency", type=int, default=32, help="concurrent POSTs of the submitting client")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="jobs submitted per second (open-loop arrival); 0 = all at once (a burst: latency is queueing)",
+    )
     p.add_argument("--settle", type=float, default=5.0, help="seconds counted after the last pod runs")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per wait")
     p.add_argument("--skip-training-operator", action="store_true", help="our operator only (no Go build)")
@@ -873,6 +885,7 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "jobs": args.jobs,
         "workers": args.workers,
+        "submit_rate_jobs_per_s": args.rate or None,
         "gpus_per_worker": args.gpus_per_worker,
         "nodes": cluster.config.nodes.count,
         "pods_per_second": ours["pods_per_second"],
