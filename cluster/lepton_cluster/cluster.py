@@ -344,9 +344,9 @@ class Cluster:
                 "--kube-api-qps=1000",
                 "--kube-api-burst=2000",
                 # Pod IPs here are loopback (kwok) and the API refuses loopback endpoint addresses, so these
-                # controllers only failed (422) and retried, ~6 writes and ~4 warning Events per Service in a
-                # burst (a third of the apiserver's work, bench/scale.py). Nothing here routes Services anyway:
-                # there is no kube-proxy and no cluster DNS.
+                # controllers only failed (422) and retried: ~2,800 failed writes and ~2,200 warning Events in a
+                # burst of 500 jobs (docs/bench.md). Nothing here routes Services anyway: there is no kube-proxy
+                # and no cluster DNS.
                 "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
                 f"--profiling={str(c.profiling).lower()}",
             ]
