@@ -134,3 +134,9 @@ def test_missing_tools_are_listed(tmp_path: Path) -> None:
 
 def test_service_ip_is_first_of_the_range() -> None:
     assert cfg.service_ip("127.96.0.0/16") == "127.96.0.1"
+
+
+def test_profiling_is_off_unless_asked_for() -> None:
+    assert not ClusterConfig.from_env({}).profiling
+    assert ClusterConfig.from_env({"LEPTON_PROFILING": "1"}).profiling
+    assert not ClusterConfig.from_env({"LEPTON_PROFILING": "0"}).profiling
