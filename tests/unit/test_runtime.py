@@ -129,3 +129,24 @@ def test_status_patch_sends_changed_keys_and_nulls_removed_ones() -> None:
     new = {"phase": "Running", "ready": "4/4", "replicas": 4}
     assert merge_patch(old, new) == {"phase": "Running", "ready": "4/4", "message": None}
     assert merge_patch(new, new) == {}
+
+
+async def test_an_urgent_add_while_running_stays_urgent_for_the_rerun() -> None:
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def reconcile(key: str) -> None:
+        order.append(key)
+        if len(order) == 1:
+            await gate.wait()
+
+    q = WorkQueue[str](reconcile, workers=1)
+    q.start()
+    q.add("job")
+    await wait_for(lambda: order == ["job"])
+    q.add("other")
+    q.add("job", urgent=True)  # e.g. a worker failed while the pass ran
+    gate.set()
+    await wait_for(lambda: len(order) == 3)
+    assert order == ["job", "job", "other"]
+    await q.close()

@@ -30,7 +30,7 @@ class WorkQueue(Generic[K]):
         self._normal: deque[K] = deque()
         self._queued: set[K] = set()
         self._running: set[K] = set()
-        self._again: set[K] = set()  # added while running
+        self._again: dict[K, bool] = {}  # added while running -> urgent
         self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
         self._tokens: asyncio.Queue[None] = asyncio.Queue()  # one per queued key: wakes exactly one worker
         self._tasks: list[asyncio.Task[None]] = []
@@ -47,7 +47,7 @@ class WorkQueue(Generic[K]):
             self._add_later(key, delay)
             return
         if key in self._running:
-            self._again.add(key)
+            self._again[key] = self._again.get(key, False) or urgent
             return
         if key in self._queued:
             if urgent and key in self._normal:
@@ -95,8 +95,7 @@ class WorkQueue(Generic[K]):
             if delay is not None:
                 self.add(key, max(delay, 0.001))
             if key in self._again:
-                self._again.discard(key)
-                self.add(key)
+                self.add(key, urgent=self._again.pop(key))
 
     async def close(self) -> None:
         for _, timer in self._timers.values():
