@@ -55,3 +55,15 @@ def test_scale_bench_smoke(cluster: Cluster, tmp_path: Path) -> None:
     for value in (result["pods_per_second"], result["p99_apply_to_pods_created_s"], result["operator_peak_rss_mib"]):
         assert isinstance(value, float | int) and math.isfinite(value) and value > 0, value
     assert ours["api_requests_per_job"] > 0 and ours["operator_cpu_seconds"] > 0, ours
+
+
+@pytest.mark.timeout(200)
+def test_bare_client_bench_smoke(cluster: Cluster, tmp_path: Path) -> None:
+    """bench/bare_client.py (the machine's ceiling for our worker pods) runs and reports what it saw."""
+    out = tmp_path / "bare.json"
+    argv = [sys.executable, str(REPO / "bench" / "bare_client.py"), "--env-cluster", "--pods=8", f"--out={out}"]
+    run = subprocess.run(argv, cwd=REPO / "bench", text=True, capture_output=True, timeout=180)
+    assert run.returncode == 0, f"bench/bare_client.py failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    result = json.loads(out.read_text())
+    assert result["pods"] == 8 and result["pods_per_second"] > 0, result
+    assert result["all_running_after_s"] is not None, result  # 8 one-GPU pods fit the session's nodes
