@@ -10,7 +10,7 @@ from lepton_operator.kube.informer import Index, Informer
 
 
 def pod(name: str, rv: str) -> dict[str, Any]:
-    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": rv}}
+    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": rv, "labels": {"job": f"j-{name}"}}}
 
 
 class ScriptedKube:
@@ -38,17 +38,19 @@ class ScriptedKube:
 
 async def run(kube: ScriptedKube) -> list[tuple[str, str]]:
     seen: list[tuple[str, str]] = []
+    labels: list[dict[str, str]] = []
     informer = Informer(
         kube,  # type: ignore[arg-type]
         "v1",
         "pods",
-        lambda kind, obj: seen.append((kind, obj["metadata"]["name"])),
+        lambda kind, obj: (seen.append((kind, obj["metadata"]["name"])), labels.append(obj["metadata"]["labels"])),
         namespace="ns",
         label_selector="app=x",
     )
     task = asyncio.create_task(informer.run())
     await asyncio.wait_for(kube.done.wait(), 5)
     assert informer.synced.is_set()
+    assert all(labels), labels  # even a vanished object is reported with the labels callers key it by
     task.cancel()
     return seen
 

@@ -82,7 +82,9 @@ class Informer:
         self.path = object_path(api_version, plural, namespace)
         self.params = {"labelSelector": label_selector} if label_selector else {}
         self.synced = asyncio.Event()
-        self._versions: dict[tuple[str, str], str] = {}  # (namespace, name) -> resourceVersion last reported
+        # (namespace, name) -> (resourceVersion last reported, labels): a relist can report a vanished object with
+        # the labels callers key it by
+        self._known: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
 
     def __repr__(self) -> str:
         selector = self.params.get("labelSelector")
@@ -118,15 +120,15 @@ class Informer:
                 meta = obj["metadata"]
                 ident = (meta.get("namespace", ""), meta["name"])
                 listed[ident] = rv = meta["resourceVersion"]
-                if self._versions.get(ident) != rv:
-                    self._versions[ident] = rv
+                if self._known.get(ident, ("",))[0] != rv:
+                    self._known[ident] = rv, meta.get("labels") or {}
                     self.callback("ADDED", obj)
             params["continue"] = body["metadata"].get("continue") or ""
             if not params["continue"]:
                 break
-        for ident in self._versions.keys() - listed.keys():
-            del self._versions[ident]
-            self.callback("DELETED", {"metadata": {"namespace": ident[0], "name": ident[1]}})
+        for ident in self._known.keys() - listed.keys():
+            _, labels = self._known.pop(ident)
+            self.callback("DELETED", {"metadata": {"namespace": ident[0], "name": ident[1], "labels": labels}})
         return str(body["metadata"]["resourceVersion"])
 
     async def _watch(self, rv: str) -> str:
@@ -149,8 +151,8 @@ class Informer:
                 continue
             ident = (meta.get("namespace", ""), meta["name"])
             if kind == "DELETED":
-                self._versions.pop(ident, None)
+                self._known.pop(ident, None)
             else:
-                self._versions[ident] = rv
+                self._known[ident] = rv, meta.get("labels") or {}
             self.callback(kind, obj)
         return rv
