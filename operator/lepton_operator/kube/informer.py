@@ -25,6 +25,7 @@ log = logging.getLogger("lepton_operator.informer")
 Callback = Callable[[str, dict[str, Any]], None]  # (ADDED | MODIFIED | DELETED, object)
 WATCH_SECONDS = 300  # the server ends each watch after this; it is resumed from the last version
 RETRY_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
 PAGE = 500  # objects per LIST page
 
 
@@ -93,18 +94,22 @@ class Informer:
     async def run(self) -> None:
         """List and watch until cancelled."""
         rv: str | None = None
+        failures = 0
         while True:
             try:
                 if rv is None:
                     rv = await self._list()
                     self.synced.set()
                 rv = await self._watch(rv)
+                failures = 0
             except Gone:
                 log.info("%s: resourceVersion expired; listing again", self)
                 rv = None
             except (aiohttp.ClientError, TimeoutError, ApiError, ValueError) as exc:
-                log.warning("%s: %s; retrying in %.0fs", self, exc or type(exc).__name__, RETRY_SECONDS)
-                await asyncio.sleep(RETRY_SECONDS)
+                delay = min(RETRY_MAX_SECONDS, RETRY_SECONDS * 2**failures)  # e.g. a CRD not installed yet
+                failures += 1
+                log.warning("%s: %s; retrying in %.0fs", self, exc or type(exc).__name__, delay)
+                await asyncio.sleep(delay)
             except Exception:  # a callback's bug: keep watching (from a fresh LIST), never die silently
                 log.exception("%s: event handling failed; listing again", self)
                 rv = None
