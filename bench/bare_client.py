@@ -27,12 +27,9 @@ from lepton_operator.reconcile.cost import placement
 
 def pods(namespace: str, count: int, per_job: int = 4) -> list[dict[str, Any]]:
     out = []
-    for i in range(-(-count // per_job)):
-        meta = {"name": f"bare-{i:05d}", "namespace": namespace, "uid": f"uid-{i}", "generation": 1}
-        spec = {"image": "lepton/trainer:test", "replicas": per_job, "gpusPerReplica": 1}
-        job = TrainingJob.model_validate(
-            {"apiVersion": "lepton.ai/v1alpha1", "kind": "TrainingJob", "metadata": meta, "spec": spec}
-        )
+    for i, manifest in enumerate(scale.lepton_manifests(-(-count // per_job), per_job, 1, prefix="bare")):
+        manifest["metadata"] |= {"namespace": namespace, "uid": f"uid-{i}", "generation": 1}
+        job = TrainingJob.model_validate(manifest)
         for rank in range(per_job):
             pod = worker_pod(job, 0, rank, per_job, [], placement(job, DEFAULT_PRICES))  # as the operator does
             del pod["metadata"]["ownerReferences"]
