@@ -28,9 +28,11 @@ from typing import Any
 
 from .procfs import now_rfc3339, start_ticks, write_json
 
+CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWPID = 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
+MS_SLAVE = 1 << 19
 PR_CAPBSET_DROP = 24
 #: NET_ADMIN, NET_RAW, SYS_MODULE, SYS_RAWIO, SYS_ADMIN, SYS_BOOT, SYS_TIME, MKNOD
 DROPPED_CAPABILITIES = (12, 13, 16, 17, 21, 22, 25, 27)
@@ -69,8 +71,21 @@ def _tops_under_tmp(*paths: str) -> list[str]:
     return sorted(tops)
 
 
+def enter_own_mount_namespace() -> None:
+    """A mount namespace of the container's own, so that its mounts never change what the shim sees.
+
+    `ip netns exec` gives the shim and its init one mount namespace; when the init mounted the pod's
+    /tmp there, the shim (writing run.json under a checkout in /tmp) saw its folder vanish until the
+    init bound it back: a race that failed containers with exit 128 and orphaned their commands.
+    Slave propagation: the host's mounts still show up here, ours never travel back.
+    """
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(_libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None), "make / a slave mount")
+
+
 def prepare_filesystem(launch: dict[str, Any], attempt: Path) -> None:
-    """In the container's mount namespace (private: nothing propagates back to the host)."""
+    """In the container's own mount namespace (nothing propagates back to the shim or the host)."""
+    enter_own_mount_namespace()
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # sources are opened before the private /tmp hides the host's (a hostPath may live under /tmp)
     sources = [os.open(m["source"], os.O_PATH) for m in launch["mounts"]]
@@ -154,16 +169,22 @@ def main(argv: list[str]) -> int:
     if child == 0:
         init(launch, attempt)
     shim = os.getpid()
-    write_json(
-        attempt / "run.json",
-        {
-            "shimPid": shim,
-            "shimTicks": start_ticks(shim),
-            "initPid": child,
-            "initTicks": start_ticks(child),
-            "startedAt": now_rfc3339(),
-        },
-    )
+    try:
+        write_json(
+            attempt / "run.json",
+            {
+                "shimPid": shim,
+                "shimTicks": start_ticks(shim),
+                "initPid": child,
+                "initTicks": start_ticks(child),
+                "startedAt": now_rfc3339(),
+            },
+        )
+    except OSError:
+        # nobody could find (and so stop) a container whose pids are not recorded: it must not run
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        raise
     _forward_to(child)
     _, status = os.waitpid(child, 0)
     write_json(attempt / "exit.json", {"exitCode": _exit_code(status), "finishedAt": now_rfc3339()})
