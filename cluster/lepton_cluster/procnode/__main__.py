@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     from .teardown import down
 
     if command == "down":
-        down(settings)
-        return 0
+        left = down(settings)
+        for item in left:
+            print(f"procnode down: left behind: {item}", file=sys.stderr)
+        return 1 if left else 0
     agent = Agent(settings)
 
     def stop(_sig: int, _frame: object) -> None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 from .hostsfile import RESOLV_CONF
@@ -109,9 +112,31 @@ def create_sandbox(s: AgentSettings, netns: str, veth: str, address: str) -> Non
     ip("link", "set", veth, "master", s.bridge, "up")
 
 
+def netns_pids(netns: str) -> list[int]:
+    """Every process whose network namespace is `netns` (containers whose pids were never recorded too)."""
+    return [int(p) for p in ip("netns", "pids", netns, check=False).split() if p.isdigit()]
+
+
+def kill_netns_processes(netns: str, timeout: float = 10.0) -> list[int]:
+    """SIGKILL whatever still runs in the pod's namespace; returns the pids that were killed.
+
+    A pod's processes are stopped gracefully through their shims first; this is the backstop for what no
+    record names (a shim that died before writing run.json left its container running, orphaned).
+    """
+    pids = netns_pids(netns)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while netns_pids(netns) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pids
+
+
 def delete_sandbox(netns: str, veth: str | None) -> None:
-    """Remove the namespace (its processes must be gone), the veth pair and /etc/netns/<netns>."""
+    """Remove the namespace (killing what still runs in it), the veth pair and /etc/netns/<netns>."""
     if netns in ip("netns", "list"):
+        kill_netns_processes(netns)
         ip("netns", "del", netns, check=False)
     if veth and link_exists(veth):
         ip("link", "del", veth, check=False)

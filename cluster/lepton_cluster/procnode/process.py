@@ -79,9 +79,12 @@ class NodeAgentProcess:
             time.sleep(0.05)
 
     def down(self) -> None:
-        """Stop the agent and remove its pods' processes, namespaces, bridge and Node."""
+        """Stop the agent and remove its pods' processes, namespaces, bridge and Node; raises
+        `AssertionError` naming whatever is left behind."""
         env = {**os.environ, "LEPTON_RUN_DIR": str(self.cluster.run_dir)}
-        subprocess.run(self._argv("down"), check=True, env=env, capture_output=True, timeout=120)
+        res = subprocess.run(self._argv("down"), env=env, capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            raise AssertionError(f"node agent {self.name} down failed ({res.returncode}):\n{res.stderr.strip()}")
         if self.proc is not None:
             self.proc.wait(10)
 
