@@ -63,11 +63,41 @@ def watch_job(cluster: Cluster, timeout: float) -> dict[str, Any]:
     raise TimeoutError(f"{JOB} did not finish within {timeout:.0f} s")
 
 
+def get_pod(cluster: Cluster, name: str) -> dict[str, Any]:
+    """The pod, or {} when it does not exist (a failed epoch's pods may be gone)."""
+    out = cluster.kubectl("get", "pod", name, "-n", NAMESPACE, "--ignore-not-found", "-o", "json").stdout
+    pod: dict[str, Any] = json.loads(out) if out.strip() else {}
+    return pod
+
+
+def terminated_state(pod: dict[str, Any]) -> dict[str, Any]:
+    """The trainer container's terminated state (empty while it runs or when the pod never started)."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    term: dict[str, Any] = ((statuses[0].get("state") or {}).get("terminated") or {}) if statuses else {}
+    return term
+
+
 def rank0_result(cluster: Cluster, epoch: int) -> dict[str, Any]:
-    pod = cluster.kubectl_json("get", "pod", f"{JOB}-{epoch}-0", "-n", NAMESPACE)
-    term = pod["status"]["containerStatuses"][0]["state"].get("terminated") or {}
-    doc: dict[str, Any] = json.loads(term.get("message") or "{}")
-    return doc
+    """Rank 0's termination message of the last epoch (its final result), or {} when there is none."""
+    try:
+        doc = json.loads(terminated_state(get_pod(cluster, f"{JOB}-{epoch}-0")).get("message") or "{}")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def explain_failed_job(cluster: Cluster, status: dict[str, Any]) -> None:
+    """What a person needs when the job did not succeed: its message, last failure and that pod's end."""
+    say(f"job {JOB} ended {status.get('phase')}: {status.get('message') or '(no message)'}")
+    failure = status.get("lastFailure") or {}
+    if failure:
+        say(
+            f"last failure: pod {failure.get('pod')} on {failure.get('node')}, reason {failure.get('reason')}, "
+            f"exit code {failure.get('exitCode')}, action {failure.get('action')}"
+        )
+        message = terminated_state(get_pod(cluster, str(failure.get("pod")))).get("message") or failure.get("message")
+        say(f"its termination message: {message or '(none)'}")
+    say(f"events: kubectl get events -n {NAMESPACE} --field-selector involvedObject.name={JOB}")
 
 
 def isvc_manifest() -> dict[str, Any]:
@@ -103,7 +133,15 @@ def serve(cluster: Cluster, timeout: float = 180.0) -> None:
         ips = [p["status"].get("podIP") for p in pods["items"] if p["status"].get("phase") == "Running"]
         return next((ip for ip in ips if ip), None)
 
-    ip = wait_for(ready_ip, timeout, interval=1.0, message=f"InferenceService {JOB} Ready")
+    def server_state() -> str:
+        st = cluster.kubectl_json("get", "lisvc", JOB, "-n", NAMESPACE).get("status") or {}
+        conditions = "; ".join(
+            f"{c.get('type')}={c.get('status')} {c.get('message') or ''}" for c in st.get("conditions") or []
+        )
+        pods = cluster.kubectl("get", "pods", "-n", NAMESPACE, "-l", f"lepton.ai/inferenceservice={JOB}", check=False)
+        return f"InferenceService {JOB} Ready (conditions: {conditions or 'none'}; pods:\n{pods.stdout.strip()})"
+
+    ip = wait_for(ready_ip, timeout, interval=1.0, message=server_state)
     print(cluster.kubectl("get", "lisvc", "-n", NAMESPACE).stdout, flush=True)
     digits = load_digits()
     row, label = [float(v) for v in digits.data[-1]], int(digits.target[-1])
@@ -148,11 +186,15 @@ def up(timeout: float) -> int:
         cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(job_manifest(checkpoints)))
         status = watch_job(cluster, timeout)
         print(cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide").stdout, flush=True)
+        if status.get("phase") != "Succeeded":
+            explain_failed_job(cluster, status)
+            say(f"FAILED: TrainingJob {JOB} is {status.get('phase')}")
+            return 1
         result = rank0_result(cluster, int(status.get("restartEpoch") or 0))
         say(f"rank 0's termination message: {json.dumps(result)}")
         accuracy = float((status.get("progress") or {}).get("testAccuracy") or result.get("testAccuracy") or 0)
-        if status.get("phase") != "Succeeded" or accuracy < MIN_ACCURACY:
-            say(f"FAILED: phase {status.get('phase')}, test accuracy {accuracy}: {status.get('message')}")
+        if accuracy < MIN_ACCURACY:
+            say(f"FAILED: test accuracy {accuracy} is below {MIN_ACCURACY}")
             return 1
         mount = job_manifest(checkpoints)["spec"]["checkpoint"]["path"]
         export = str(result.get("exportPath") or "").replace(mount, str(checkpoints), 1)
@@ -167,10 +209,19 @@ def up(timeout: float) -> int:
 
 
 def down() -> int:
+    """Node agent (its pods' processes, namespaces, bridge), then the control plane; 1 if anything is left."""
     cluster = Cluster.from_env()
-    NodeAgentProcess(cluster.config, "local-0").down()
+    try:
+        NodeAgentProcess(cluster.config, "local-0").down()
+        agent_left = ""
+    except AssertionError as e:
+        agent_left = str(e)
     for line in cluster.down():
         say(line)
+    if agent_left:
+        say(f"FAILED: {agent_left}")
+        return 1
+    say("nothing of the demo is left running")
     return 0
 
 
@@ -181,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return up(args.timeout) if args.command == "up" else down()
-    except (KubectlError, TimeoutError, AssertionError) as e:
+    except (KubectlError, TimeoutError, AssertionError, OSError) as e:
         say(f"FAILED: {e}")
         return 1
 
