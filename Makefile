@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
-export LEPTON_CACHE_DIR ?= $(CURDIR)/.cache
+# Built binaries and images, keyed by version: outside the clone, shared by every clone (as in CI).
+export LEPTON_CACHE_DIR ?= $(HOME)/.cache/lepton-operator
 
 .PHONY: venv crds lint typecheck test unit e2e cluster-build cluster-up cluster-down operator demo demo-down verify bench clean
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Build the local control plane's binaries from Go modules, cached by version.
 # Usage: cluster/build.sh            -> prints the bin dir on the last line
-# Cache root: $LEPTON_CACHE_DIR (default <repo>/.cache). A second run with the same versions does nothing.
+# Cache root: $LEPTON_CACHE_DIR (default ~/.cache/lepton-operator, shared by every clone). A second run with the
+# same versions does nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
-cache=${LEPTON_CACHE_DIR:-$(dirname "$here")/.cache}
+cache=${LEPTON_CACHE_DIR:-$HOME/.cache/lepton-operator}
 bin="$cache/bin"
 mkdir -p "$bin"
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0

@@ -94,7 +94,8 @@ class NodePool:
 @dataclass(frozen=True)
 class ClusterConfig:
     run_dir: Path = REPO_ROOT / "run" / "cluster"
-    cache_dir: Path = REPO_ROOT / ".cache"
+    #: built binaries, keyed by version: outside the clone, shared by every clone
+    cache_dir: Path = Path.home() / ".cache" / "lepton-operator"
     ports: Ports = field(default_factory=Ports)
     nodes: NodePool = field(default_factory=NodePool)
     service_cidr: str = SERVICE_CIDR
