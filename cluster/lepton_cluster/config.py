@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .realnode.plan import RealNode, plan_nodes, slot_for_offset
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: Label (and value) that tells kwok which nodes it manages. `set_node_not_ready` flips the value.
@@ -103,6 +105,12 @@ class ClusterConfig:
     start_timeout: float = 120.0
     #: serve /debug/pprof on the apiserver, scheduler and controller-manager (LEPTON_PROFILING=1)
     profiling: bool = False
+    #: LEPTON_PORT_OFFSET: already added to `ports`; real nodes add it to their own ports
+    port_offset: int = 0
+    #: nodes with a real kubelet and containerd (LEPTON_REAL_NODES; 0 = none)
+    real_nodes: int = 2
+    #: the real nodes' /20 of 198.19.0.0/16 (LEPTON_REAL_NODE_SLOT; default: port offset // 1000)
+    real_node_slot: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ClusterConfig:
@@ -114,7 +122,12 @@ class ClusterConfig:
         if "LEPTON_CACHE_DIR" in env:
             cfg = replace(cfg, cache_dir=Path(env["LEPTON_CACHE_DIR"]).resolve())
         if env.get("LEPTON_PORT_OFFSET"):
-            cfg = replace(cfg, ports=cfg.ports.offset(int(env["LEPTON_PORT_OFFSET"])))
+            offset = int(env["LEPTON_PORT_OFFSET"])
+            cfg = replace(cfg, ports=cfg.ports.offset(offset), port_offset=offset)
+        if env.get("LEPTON_REAL_NODES"):
+            cfg = replace(cfg, real_nodes=int(env["LEPTON_REAL_NODES"]))
+        if env.get("LEPTON_REAL_NODE_SLOT"):
+            cfg = replace(cfg, real_node_slot=int(env["LEPTON_REAL_NODE_SLOT"]))
         pool = cfg.nodes
         if env.get("LEPTON_NODES"):
             pool = replace(pool, count=int(env["LEPTON_NODES"]))
@@ -163,6 +176,14 @@ class ClusterConfig:
     @property
     def apiserver_url(self) -> str:
         return f"https://127.0.0.1:{self.ports.apiserver}"
+
+    @property
+    def slot(self) -> int:
+        return slot_for_offset(self.port_offset) if self.real_node_slot is None else self.real_node_slot
+
+    def real_node_plan(self) -> list[RealNode]:
+        """The real nodes (kubelet + containerd) of this cluster; see realnode/plan.py."""
+        return plan_nodes(self.real_nodes, slot=self.slot, port_offset=self.port_offset, run_dir=self.run_dir)
 
 
 # -- nodes ---------------------------------------------------------------------------------
@@ -481,6 +502,20 @@ def taken_ports(ports: Ports) -> list[str]:
     return [
         f"port {port} (for {component}) on 127.0.0.1 is already in use"
         for component, port in ports.by_component().items()
+        if not port_free(port)
+    ]
+
+
+def taken_real_node_ports(nodes: list[RealNode]) -> list[str]:
+    """Messages naming each loopback port of the real nodes that is already in use (the kubelet's
+    own port is on its node IP, which no one else has)."""
+    return [
+        f"port {port} (for {what}) on 127.0.0.1 is already in use"
+        for n in nodes
+        for what, port in (
+            ("kubelet healthz " + n.name, n.healthz_port),
+            ("containerd streaming " + n.name, n.stream_port),
+        )
         if not port_free(port)
     ]
 

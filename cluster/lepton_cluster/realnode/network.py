@@ -1,0 +1,128 @@
+"""Host links of the real nodes: a bridge per node, joined by veth pairs to one fabric bridge.
+
+Each link we make carries the alias `lepton:<run_dir>`, so `down` removes exactly ours (and finds
+them after a crash). Our bridges: IPv6 off, IPv4 forwarding off, `arp_filter=1` (the host answers
+ARP for a node IP only on the bridge that routes back to the asker, so replies come back the way
+they went). The CNI bridge plugin attaches pod veths to the node's bridge.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .plan import RealNode, fabric_bridge
+
+
+class NetworkError(RuntimeError):
+    pass
+
+
+def ip(*args: str, check: bool = True) -> str:
+    res = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
+    if check and res.returncode != 0:
+        raise NetworkError(f"ip {' '.join(args)}: {res.stderr.strip() or res.returncode}")
+    return res.stdout
+
+
+def alias_for(run_dir: Path) -> str:
+    return f"lepton:{run_dir}"
+
+
+def _links() -> list[dict[str, Any]]:
+    return list(json.loads(ip("-j", "link", "show") or "[]"))
+
+
+def owned_links(run_dir: Path) -> list[str]:
+    """Names of the links carrying our alias."""
+    mine = alias_for(run_dir)
+    return [link["ifname"] for link in _links() if link.get("ifalias") == mine]
+
+
+def conflicts(network: str, run_dir: Path) -> list[str]:
+    """Addresses or routes of this machine inside `network` that are not on links of ours."""
+    net = ipaddress.IPv4Network(network)
+    ours = set(owned_links(run_dir))
+    found = []
+    for link in json.loads(ip("-j", "-4", "addr") or "[]"):
+        if link.get("ifname") in ours:
+            continue
+        for a in link.get("addr_info", []):
+            iface = ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}")
+            if iface.network.overlaps(net):
+                found.append(f"address {iface} on {link.get('ifname')}")
+    for route in json.loads(ip("-j", "-4", "route", "show", "table", "all") or "[]"):
+        dst, dev = route.get("dst", ""), route.get("dev", "")
+        if dst in ("default", "") or dev in ours:
+            continue
+        try:
+            if ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False).overlaps(net):
+                found.append(f"route {dst} dev {dev}")
+        except ValueError:
+            continue
+    return found
+
+
+def names_taken(names: list[str], run_dir: Path) -> list[str]:
+    """Of `names`, those that exist on this machine without our alias."""
+    mine = alias_for(run_dir)
+    links = {link["ifname"]: link.get("ifalias") for link in _links()}
+    return [f"link {n} exists ({links[n] or 'no alias'})" for n in names if n in links and links[n] != mine]
+
+
+def _sysctl(iface: str, family: str, key: str, value: str) -> None:
+    Path(f"/proc/sys/net/{family}/conf/{iface}/{key}").write_text(value)
+
+
+def _add_link(name: str, run_dir: Path, *kind: str) -> None:
+    if ip("-j", "link", "show", "dev", name, check=False).strip():
+        return
+    ip("link", "add", name, *kind)
+    ip("link", "set", "dev", name, "alias", alias_for(run_dir))
+
+
+def _bridge(name: str, run_dir: Path) -> None:
+    _add_link(name, run_dir, "type", "bridge")
+    _sysctl(name, "ipv6", "disable_ipv6", "1")
+    _sysctl(name, "ipv4", "forwarding", "0")
+    _sysctl(name, "ipv4", "arp_filter", "1")
+
+
+def ensure_fabric(slot: int, run_dir: Path) -> None:
+    name = fabric_bridge(slot)
+    _bridge(name, run_dir)
+    ip("link", "set", "dev", name, "up")
+
+
+def ensure_node(node: RealNode, run_dir: Path) -> None:
+    """The node's bridge with its IP, joined to the fabric bridge by a veth pair; all up."""
+    _bridge(node.bridge, run_dir)
+    addr = f"{node.node_ip}/24"
+    if addr not in ip("-4", "-o", "addr", "show", "dev", node.bridge):
+        ip("addr", "add", addr, "dev", node.bridge)
+    if not ip("-j", "link", "show", "dev", node.uplink, check=False).strip():
+        ip("link", "add", node.uplink, "type", "veth", "peer", "name", node.downlink)
+        for end in (node.uplink, node.downlink):
+            ip("link", "set", "dev", end, "alias", alias_for(run_dir))
+            _sysctl(end, "ipv6", "disable_ipv6", "1")
+    ip("link", "set", "dev", node.uplink, "master", node.bridge)
+    ip("link", "set", "dev", node.downlink, "master", fabric_bridge(node.slot))
+    for name in (node.uplink, node.downlink, node.bridge):
+        ip("link", "set", "dev", name, "up")
+
+
+def set_node_link(node: RealNode, up: bool) -> None:
+    """Cut (or restore) a node's network: its bridge and uplink down or up."""
+    for name in (node.bridge, node.uplink):
+        ip("link", "set", "dev", name, "up" if up else "down")
+
+
+def delete_links(run_dir: Path) -> list[str]:
+    """Delete every link of ours (a veth's peer goes with it); returns their names."""
+    names = owned_links(run_dir)
+    for name in names:
+        ip("link", "del", "dev", name, check=False)
+    return names
