@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +22,17 @@ import pytest
 import yaml
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.jobs import REPO, create_job, get_job, job_pods, wait_phase
-from lepton_cluster.procnode.network import netns_routes
+from lepton_cluster.procnode.network import netns_pids, netns_routes
 from lepton_cluster.procnode.process import NodeAgentProcess
 from lepton_cluster.procnode.procfs import alive, read_json
-from lepton_cluster.procnode.settings import DEFAULT_POD_CIDR, RUNTIME_LABEL, RUNTIME_TOLERATION, RUNTIME_VALUE
+from lepton_cluster.procnode.settings import (
+    DEFAULT_POD_CIDR,
+    RUNTIME_LABEL,
+    RUNTIME_TOLERATION,
+    RUNTIME_VALUE,
+    AgentSettings,
+)
+from lepton_cluster.procnode.teardown import leftovers
 from lepton_cluster.testing import wait_for
 from lepton_operator.reconcile.progress import parse_json
 
@@ -146,6 +154,16 @@ def test_pod_runs_ready_with_an_ip_and_fails_with_its_termination_message(
     assert st["containerStatuses"][0]["state"]["running"]["startedAt"]
     assert {c["type"]: c["status"] for c in st["conditions"]}["Ready"] == "True"
     assert http_get(st["podIP"], "/") == "web"  # its own UTS namespace: hostname = pod name
+    # the container's mounts (its private /tmp) live in a mount namespace of its own: the shim, which
+    # records run.json and exit.json under the agent's state folder, never sees them (that race was exit 128)
+    run = run_info(agent, pod["metadata"]["uid"])
+    shim_ns, init_ns = (os.readlink(f"/proc/{run[k]}/ns/mnt") for k in ("shimPid", "initPid"))
+    assert shim_ns != init_ns
+
+    def tmp_mounts(pid: int | str) -> int:
+        return [line.split()[4] for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()].count("/tmp")
+
+    assert tmp_mounts(run["shimPid"]) == tmp_mounts("self") < tmp_mounts(run["initPid"])
 
     http_get(st["podIP"], "/exit/3")
 
@@ -248,7 +266,8 @@ def test_killing_a_worker_restarts_the_epoch_and_resumes_from_the_checkpoint(
     os.kill(run["initPid"], signal.SIGKILL)  # the whole container dies, as in an OOM kill: exit 137
 
     st = wait_phase(cluster, namespace, "digits", "Succeeded", timeout=240)
-    assert st["restarts"] >= 1 and st["restartEpoch"] >= 1, st
+    # exactly one: the kill (a container that fails at start, as the shim's /tmp race did, would add more)
+    assert (st["restarts"], st["restartEpoch"]) == (1, 1), st
     assert st["lastFailure"]["pod"] == "digits-0-1" and st["lastFailure"]["exitCode"] == 137
     result = parse_json(
         next(
@@ -272,3 +291,30 @@ def test_killing_a_worker_restarts_the_epoch_and_resumes_from_the_checkpoint(
     )
     assert "resumed from checkpoint step=" in logs, logs[-3000:]
     print(json.dumps({"restarts": st["restarts"], "epoch": st["restartEpoch"], "accuracy": result["testAccuracy"]}))
+
+
+@pytest.mark.timeout(180)
+def test_down_leaves_nothing_behind(cluster: Cluster, namespace: str, agent: NodeAgentProcess) -> None:
+    """`down` (make demo-down) removes every process, namespace, link and mount of the node, even a
+    process in a pod's namespace that no record names (as a shim that died before run.json would leave).
+
+    Runs last in this module: it takes the node down and brings it back for whoever comes after."""
+    for name in ("a", "b"):
+        cluster.core.create_namespaced_pod(namespace, server_pod(name, ignore_term=True, grace=30))
+    pods = [ready_pod(cluster, namespace, name) for name in ("a", "b")]
+    netns = pod_record(agent, pods[0]["metadata"]["uid"])["netns"]
+    stray = subprocess.Popen(
+        ["ip", "netns", "exec", netns, "sleep", "600"], start_new_session=True, stdin=subprocess.DEVNULL
+    )
+    wait_for(lambda: stray.pid in netns_pids(netns), 10, message="the stray process in the pod's namespace")
+    settings = AgentSettings(name=NODE, kubeconfig=cluster.config.admin_kubeconfig, state_dir=agent.state_dir)
+    assert leftovers(settings), "leftovers() sees nothing while the node runs"
+    runs = [run_info(agent, pod["metadata"]["uid"]) for pod in pods]
+
+    agent.down()  # raises if the node's own check finds anything left
+
+    assert stray.wait(10) == -signal.SIGKILL
+    assert leftovers(settings) == []
+    for run in runs:
+        assert not alive(run["initPid"], run["initTicks"]) and not alive(run["shimPid"], run["shimTicks"])
+    agent.start()
