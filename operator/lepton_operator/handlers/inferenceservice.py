@@ -32,7 +32,8 @@ from ..constants import (
     MANAGER,
     VERSION,
 )
-from ..kube.client import ApiError, Kube, merge_patch
+from ..kube.client import Kube, merge_patch
+from ..kube.errors import ApiError
 from ..kube.events import post_event
 from ..kube.podmetrics import PodReport, PodScraper
 from ..prices import PriceTable

@@ -14,7 +14,8 @@ import aiohttp
 import yaml
 from pydantic import ValidationError
 
-from ..kube.client import ApiError, Kube
+from ..kube.client import Kube
+from ..kube.errors import ApiError
 from ..prices import DEFAULT_PRICES, PRICES_CONFIGMAP_KEY, PriceTable
 
 log = logging.getLogger("lepton_operator.prices")

@@ -31,7 +31,8 @@ from ..constants import (
     MANAGER,
     TRAININGJOB_PLURAL,
 )
-from ..kube.client import ApiError, Kube, merge_patch
+from ..kube.client import Kube, merge_patch
+from ..kube.errors import ApiError
 from ..kube.events import post_event
 from ..kube.informer import Index, Informer
 from ..kube.usage import GpuUsage

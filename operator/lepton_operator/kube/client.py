@@ -17,26 +17,12 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from ..constants import MANAGER
+from .errors import api_error
 
 # 30 s for the server to answer, not counting the wait for a free pooled connection: in a burst (hundreds of
 # jobs applied at once) requests queue behind `connections` in flight, and a total timeout failed them while
 # still queued, which only re-ran the passes (and their requests) later.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10, sock_read=30)
-
-
-class ApiError(Exception):
-    """An API call failed with a status other than the expected ones."""
-
-    def __init__(self, status: int, method: str, path: str, body: str) -> None:
-        super().__init__(f"{method} {path}: HTTP {status}: {body[:500]}")
-        self.status = status
-        self.body = body
-
-    @property
-    def namespace_gone(self) -> bool:
-        """The namespace is being deleted or is gone: nothing can be created in it any more."""
-        terminating = self.status == 403 and "NamespaceTerminating" in self.body
-        return terminating or (self.status == 404 and '"kind":"namespaces"' in self.body)
 
 
 def load_configuration() -> k8s.Configuration:
@@ -127,7 +113,7 @@ class Kube:
                     return resp.status, {}
                 body = await resp.json(content_type=None) if resp.content_length != 0 else {}
                 return resp.status, body or {}
-            raise ApiError(resp.status, method, path, await resp.text())
+            raise api_error(resp.status, method, path, await resp.text(), resp.headers.get("Retry-After"))
 
     async def watch(self, path: str, params: dict[str, str], seconds: float) -> AsyncIterator[dict[str, Any]]:
         """The events of one watch request (one JSON document a line) until the server ends it."""
@@ -138,7 +124,7 @@ class Kube:
         headers = {**self._headers(), "Accept": "application/json"}
         async with self._watches.get(path, params=params, headers=headers, timeout=timeout) as resp:
             if resp.status >= 300:
-                raise ApiError(resp.status, "WATCH", path, await resp.text())
+                raise api_error(resp.status, "WATCH", path, await resp.text())
             rest = b""
             async for chunk in resp.content.iter_any():
                 *lines, rest = (rest + chunk).split(b"\n")

@@ -18,7 +18,8 @@ from typing import Any, Generic, TypeVar
 
 import aiohttp
 
-from .client import ApiError, Kube, object_path
+from .client import Kube, object_path
+from .errors import ApiError
 
 log = logging.getLogger("lepton_operator.informer")
 

@@ -7,7 +7,8 @@ import logging
 import time
 
 from ..reconcile.capacity import gpus_by_node
-from .client import ApiError, Kube
+from .client import Kube
+from .errors import ApiError
 
 log = logging.getLogger("lepton_operator.usage")
 
