@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+from lepton_operator.kube import informer as informer_module
 from lepton_operator.kube.informer import Index, Informer
 
 
@@ -90,3 +92,48 @@ def test_index_groups_views_by_key_and_drops_empty_groups() -> None:
     idx.remove("job", "p0")
     idx.remove("job", "p1")
     assert "job" not in idx and len(idx) == 0 and list(idx.get("job", [])) == []
+
+
+class Flaky:
+    """A callback that raises `error` the first time it sees each (name, version) in `poison`."""
+
+    def __init__(self, poison: set[tuple[str, str]], error: type[Exception]) -> None:
+        self.poison, self.error = poison, error
+        self.took: list[tuple[str, str, str]] = []
+
+    def __call__(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        if (meta["name"], meta.get("resourceVersion", "")) in self.poison:
+            self.poison.discard((meta["name"], meta["resourceVersion"]))
+            raise self.error("bad object")
+        self.took.append((kind, meta["name"], meta.get("resourceVersion", "")))
+
+
+@pytest.mark.parametrize("error", [RuntimeError, ValueError])  # ValueError: once mistaken for a transport error
+async def test_an_event_whose_callback_failed_is_delivered_again_by_a_relist(
+    error: type[Exception], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(informer_module, "RETRY_SECONDS", 0.001)
+    kube = ScriptedKube(
+        lists=[[pod("a", "5")], [pod("a", "6")]], watches=[[{"type": "MODIFIED", "object": pod("a", "6")}]]
+    )
+    callback = Flaky({("a", "6")}, error)
+    task = asyncio.create_task(Informer(kube, "v1", "pods", callback).run())  # type: ignore[arg-type]
+    await asyncio.wait_for(kube.done.wait(), 5)
+    task.cancel()
+    assert callback.took == [("ADDED", "a", "5"), ("ADDED", "a", "6")]
+    assert [what for what, _ in kube.asked] == ["LIST", "WATCH", "LIST", "WATCH"]
+
+
+async def test_a_poison_object_in_the_first_list_does_not_hold_up_the_others_or_the_sync(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(informer_module, "RETRY_SECONDS", 0.001)
+    kube = ScriptedKube(lists=[[pod("a", "5"), pod("b", "5")], [pod("a", "5"), pod("b", "5")]], watches=[])
+    callback = Flaky({("a", "5")}, RuntimeError)
+    informer = Informer(kube, "v1", "pods", callback)  # type: ignore[arg-type]
+    task = asyncio.create_task(informer.run())
+    await asyncio.wait_for(kube.done.wait(), 5)
+    task.cancel()
+    assert informer.synced.is_set()
+    assert callback.took == [("ADDED", "b", "5"), ("ADDED", "a", "5")]  # a again from the second LIST; b once

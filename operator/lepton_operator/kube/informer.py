@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 
 from .client import Kube, object_path
-from .errors import ApiError
+from .errors import ApiError, Gone, api_error
 
 log = logging.getLogger("lepton_operator.informer")
 
@@ -63,8 +63,8 @@ class Index(Mapping[K, ValuesView[V]], Generic[K, V]):
                 del self._groups[key]
 
 
-class Gone(Exception):
-    """The watch's resourceVersion is too old (HTTP 410): list again."""
+class CallbackFailed(Exception):
+    """The callback raised on an object (a bug): the object stays unknown, so the next LIST delivers it again."""
 
 
 class Informer:
@@ -93,32 +93,48 @@ class Informer:
         return f"Informer({self.path}{f' {selector}' if selector else ''})"
 
     async def run(self) -> None:
-        """List and watch until cancelled."""
+        """List and watch until cancelled; failures (of the API or of a callback) back off exponentially."""
         rv: str | None = None
         failures = 0
         while True:
             try:
                 if rv is None:
                     rv = await self._list()
-                    self.synced.set()
                 rv = await self._watch(rv)
                 failures = 0
             except Gone:
                 log.info("%s: resourceVersion expired; listing again", self)
                 rv = None
-            except (aiohttp.ClientError, TimeoutError, ApiError, ValueError) as exc:
-                delay = min(RETRY_MAX_SECONDS, RETRY_SECONDS * 2**failures)  # e.g. a CRD not installed yet
-                failures += 1
-                log.warning("%s: %s; retrying in %.0fs", self, exc or type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-            except Exception:  # a callback's bug: keep watching (from a fresh LIST), never die silently
-                log.exception("%s: event handling failed; listing again", self)
+                continue
+            except CallbackFailed as exc:  # a callback's bug: list again later, which delivers the object again
+                log.error("%s: event handling failed (%s); listing again", self, exc, exc_info=exc.__cause__)
                 rv = None
-                await asyncio.sleep(RETRY_SECONDS)
+            except (aiohttp.ClientError, TimeoutError, ApiError, ValueError) as exc:  # ValueError: a bad JSON line
+                log.warning("%s: %s; retrying", self, exc or type(exc).__name__)  # e.g. a CRD not installed yet
+            else:
+                continue
+            delay = min(RETRY_MAX_SECONDS, RETRY_SECONDS * 2**failures)
+            failures += 1
+            log.info("%s: retrying in %.0fs", self, delay)
+            await asyncio.sleep(delay)
+
+    def _deliver(self, kind: str, obj: dict[str, Any]) -> None:
+        """Hand one event to the callback; the object counts as known only once the callback took it."""
+        meta = obj["metadata"]
+        ident = (meta.get("namespace", ""), meta["name"])
+        try:
+            self.callback(kind, obj)
+        except Exception as exc:  # the boundary between the informer and a callback's code
+            raise CallbackFailed(f"{kind} {ident[0]}/{ident[1]}: {type(exc).__name__}: {exc}") from exc
+        if kind == "DELETED":
+            self._known.pop(ident, None)
+        else:
+            self._known[ident] = meta["resourceVersion"], meta.get("labels") or {}
 
     async def _list(self) -> str:
         """One consistent LIST in pages of PAGE objects (only a page is ever decoded in memory at once)."""
         listed: dict[tuple[str, str], str] = {}
+        failed: list[CallbackFailed] = []
         params = {**self.params, "limit": str(PAGE)}
         while True:
             _, body = await self.kube.request("GET", self.path, params=params)
@@ -127,15 +143,25 @@ class Informer:
                 ident = (meta.get("namespace", ""), meta["name"])
                 listed[ident] = rv = meta["resourceVersion"]
                 if self._known.get(ident, ("",))[0] != rv:
-                    self._known[ident] = rv, meta.get("labels") or {}
-                    self.callback("ADDED", obj)
+                    self._try(failed, "ADDED", obj)
             params["continue"] = body["metadata"].get("continue") or ""
             if not params["continue"]:
                 break
         for ident in self._known.keys() - listed.keys():
-            _, labels = self._known.pop(ident)
-            self.callback("DELETED", {"metadata": {"namespace": ident[0], "name": ident[1], "labels": labels}})
+            labels = self._known[ident][1]
+            gone = {"namespace": ident[0], "name": ident[1], "labels": labels, "resourceVersion": ""}
+            self._try(failed, "DELETED", {"metadata": gone})
+        self.synced.set()  # one bad object must not hold up every pass of every job
+        if failed:
+            raise failed[0]
         return str(body["metadata"]["resourceVersion"])
+
+    def _try(self, failed: list[CallbackFailed], kind: str, obj: dict[str, Any]) -> None:
+        """Deliver, and go on with the rest of a LIST when the callback fails on one object."""
+        try:
+            self._deliver(kind, obj)
+        except CallbackFailed as exc:
+            failed.append(exc)
 
     async def _watch(self, rv: str) -> str:
         params = {
@@ -148,17 +174,8 @@ class Informer:
         async for event in self.kube.watch(self.path, params, WATCH_SECONDS + 30):
             kind, obj = event["type"], event["object"]
             if kind == "ERROR":
-                if obj.get("code") == 410:
-                    raise Gone()
-                raise ApiError(int(obj.get("code") or 500), "WATCH", self.path, json.dumps(obj))
-            meta = obj["metadata"]
-            rv = meta["resourceVersion"]
-            if kind == "BOOKMARK":
-                continue
-            ident = (meta.get("namespace", ""), meta["name"])
-            if kind == "DELETED":
-                self._known.pop(ident, None)
-            else:
-                self._known[ident] = rv, meta.get("labels") or {}
-            self.callback(kind, obj)
+                raise api_error(int(obj.get("code") or 500), "WATCH", self.path, json.dumps(obj))
+            rv = obj["metadata"]["resourceVersion"]
+            if kind != "BOOKMARK":
+                self._deliver(kind, obj)
         return rv
