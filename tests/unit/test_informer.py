@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from lepton_operator.constants import LABEL_EPOCH, LABEL_REPLICA
 from lepton_operator.kube import informer as informer_module
 from lepton_operator.kube.informer import Index, Informer
+from lepton_operator.reconcile.observe import pod_view
 
 
 def pod(name: str, rv: str) -> dict[str, Any]:
@@ -137,3 +139,10 @@ async def test_a_poison_object_in_the_first_list_does_not_hold_up_the_others_or_
     task.cancel()
     assert informer.synced.is_set()
     assert callback.took == [("ADDED", "b", "5"), ("ADDED", "a", "5")]  # a again from the second LIST; b once
+
+
+@pytest.mark.parametrize("label", ["x", "", "1e3", "-"])
+def test_a_malformed_epoch_or_rank_label_gives_a_view_never_an_error(label: str) -> None:
+    raw = {"metadata": {"name": "p", "labels": {LABEL_EPOCH: label, LABEL_REPLICA: label}}, "status": {}}
+    view = pod_view(raw)
+    assert view.epoch == -1 and view.rank == -1

@@ -28,6 +28,12 @@ class PodView:
     ip: str | None = None  # status.podIP
 
 
+def _label_int(labels: dict[str, Any], key: str) -> int:
+    """A numeric label; -1 when missing or not a number (anyone who may edit pods can write labels)."""
+    value = labels.get(key)
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else -1
+
+
 def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         term = (cs.get("state") or {}).get("terminated")
@@ -55,8 +61,8 @@ def pod_view(pod: dict[str, Any]) -> PodView:
     )
     return PodView(
         name=meta.get("name", ""),
-        epoch=int(labels.get(LABEL_EPOCH, -1)),
-        rank=int(labels.get(LABEL_REPLICA, -1)),
+        epoch=_label_int(labels, LABEL_EPOCH),
+        rank=_label_int(labels, LABEL_REPLICA),
         phase=status.get("phase") or "Pending",
         node=(pod.get("spec") or {}).get("nodeName"),
         ready=ready.get("status") == "True",
