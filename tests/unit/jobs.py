@@ -13,7 +13,12 @@ NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
 
 def make_job(status: dict[str, Any] | None = None, **spec: Any) -> TrainingJob:
-    body = {
+    return TrainingJob.model_validate(job_body(status, **spec))
+
+
+def job_body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    """The job as the API server stores it."""
+    return {
         "apiVersion": "lepton.ai/v1alpha1",
         "kind": "TrainingJob",
         "metadata": {
@@ -26,7 +31,6 @@ def make_job(status: dict[str, Any] | None = None, **spec: Any) -> TrainingJob:
         "spec": {"image": "ghcr.io/lepton/trainer:1", "replicas": 2, "gpusPerReplica": 4, **spec},
         "status": status or {},
     }
-    return TrainingJob.model_validate(body)
 
 
 def pod(job: TrainingJob, epoch: int, rank: int, phase: str = "Running", **status: Any) -> PodView:
