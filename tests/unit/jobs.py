@@ -5,18 +5,27 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from lepton_operator.api.trainingjob import TrainingJob
+from lepton_operator.api.trainingjob import TrainingJob, TrainingJobStatus
 from lepton_operator.builders.trainingjob import worker_pod
 from lepton_operator.reconcile.observe import PodView, pod_view
+from lepton_operator.reconcile.trainingjob import Plan
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
 
-def make_job(status: dict[str, Any] | None = None, **spec: Any) -> TrainingJob:
+Status = dict[str, Any] | TrainingJobStatus | None
+
+
+def make_job(status: Status = None, **spec: Any) -> TrainingJob:
     return TrainingJob.model_validate(job_body(status, **spec))
 
 
-def job_body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+def wire(p: Plan) -> dict[str, Any]:
+    """The status a plan writes, as stored ({} when it writes none)."""
+    return p.status.to_wire() if p.status is not None else {}
+
+
+def job_body(status: Status = None, **spec: Any) -> dict[str, Any]:
     """The job as the API server stores it."""
     return {
         "apiVersion": "lepton.ai/v1alpha1",
@@ -29,7 +38,7 @@ def job_body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any
             "resourceVersion": "7",
         },
         "spec": {"image": "ghcr.io/lepton/trainer:1", "replicas": 2, "gpusPerReplica": 4, **spec},
-        "status": status or {},
+        "status": status.to_wire() if isinstance(status, TrainingJobStatus) else status or {},
     }
 
 

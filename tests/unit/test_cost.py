@@ -12,7 +12,7 @@ from lepton_operator.reconcile.cost import accrue, placement, quantity
 from lepton_operator.reconcile.trainingjob import Observed, rfc3339
 from lepton_operator.reconcile.trainingjob import plan as decide
 
-from .jobs import NOW, make_job, pod, running
+from .jobs import NOW, make_job, pod, running, wire
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 
@@ -66,22 +66,22 @@ def test_budget_suspends_the_job_and_raising_it_resumes() -> None:
     job = make_job(status={"replicas": 2, "cost": spent}, budget={"maxUsd": 50})
     p = decide(job, Observed(running(job)), NOW)
     assert sorted(p.delete) == ["mnist-0-0", "mnist-0-1"]
-    assert p.status["phase"] == "Suspended" and "budget of $50.00" in p.status["message"]
+    assert wire(p)["phase"] == "Suspended" and "budget of $50.00" in wire(p)["message"]
     assert any(e.reason == "BudgetExceeded" and e.type == "Warning" for e in p.events)
     raised = make_job(status=p.status, budget={"maxUsd": 100})
     q = decide(raised, Observed([]), NOW)
-    assert len(q.create) == 2 and q.status["phase"] == "Pending"
+    assert len(q.create) == 2 and wire(q)["phase"] == "Pending"
 
 
 def test_cost_only_changes_are_written_at_most_every_30_seconds() -> None:
     job = make_job()
     pods = [replace(q, started_at=rfc3339(NOW - timedelta(minutes=5)), node="n") for q in running(job)]
     first = decide(job, Observed(pods, nodes=gpu_node("n")), NOW)
-    assert first.status["cost"]["rateUsdPerHour"] == "55.04"  # 2 workers x 4 H100 x $6.88
+    assert wire(first)["cost"]["rateUsdPerHour"] == "55.04"  # 2 workers x 4 H100 x $6.88
     soon = decide(make_job(status=first.status), Observed(pods, nodes=gpu_node("n")), NOW + timedelta(seconds=10))
     assert soon.status is None and soon.requeue_after == 30
     later = decide(make_job(status=first.status), Observed(pods, nodes=gpu_node("n")), NOW + timedelta(seconds=30))
-    assert later.status is not None and later.status["cost"]["gpuHours"] > first.status["cost"]["gpuHours"]
+    assert later.status is not None and wire(later)["cost"]["gpuHours"] > wire(first)["cost"]["gpuHours"]
 
 
 @pytest.mark.parametrize(

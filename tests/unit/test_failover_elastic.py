@@ -13,7 +13,7 @@ from lepton_operator.reconcile.observe import PodView
 from lepton_operator.reconcile.trainingjob import Observed, Plan, backoff_seconds, rfc3339
 from lepton_operator.reconcile.trainingjob import plan as decide
 
-from .jobs import NOW, make_job, pod, running
+from .jobs import NOW, make_job, pod, running, wire
 
 
 def plan(job: TrainingJob, pods: list[PodView], now: datetime = NOW, **seen: Any) -> Plan:
@@ -38,8 +38,8 @@ def test_pods_on_a_lost_node_restart_for_free_avoiding_that_node() -> None:
     pods = [pod(job, 0, 0, node="gpu-1"), pod(job, 0, 1, node="gpu-2")]
     p = plan(job, pods, lost_nodes=frozenset({"gpu-2"}))
     assert p.force_delete == ["mnist-0-1"] and p.delete == ["mnist-0-0"]
-    assert p.status["restarts"] == 0 and p.status["restartEpoch"] == 1
-    assert p.status["lastFailure"]["reason"] == "NodeLost" and p.status["lastFailure"]["node"] == "gpu-2"
+    assert wire(p)["restarts"] == 0 and wire(p)["restartEpoch"] == 1
+    assert wire(p)["lastFailure"]["reason"] == "NodeLost" and wire(p)["lastFailure"]["node"] == "gpu-2"
     affinity = p.create[0]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["gpu-2"]} in affinity["nodeSelectorTerms"][
         0
@@ -49,20 +49,20 @@ def test_pods_on_a_lost_node_restart_for_free_avoiding_that_node() -> None:
 def test_a_pod_vanishing_from_a_running_epoch_is_a_free_restart() -> None:
     job = make_job(status=RUNNING)
     p = plan(job, [pod(job, 0, 0)])
-    assert p.status["restartEpoch"] == 1 and p.status["restarts"] == 0
-    assert p.status["lastFailure"]["reason"] == "PodLost"
+    assert wire(p)["restartEpoch"] == 1 and wire(p)["restarts"] == 0
+    assert wire(p)["lastFailure"]["reason"] == "PodLost"
 
 
 def test_a_pod_deleted_from_under_the_job_restarts_it_at_once() -> None:
     job = make_job(status=RUNNING)
     p = plan(job, [pod(job, 0, 0), replace(pod(job, 0, 1), deleting=True)])
-    assert p.status["restartEpoch"] == 1 and p.status["lastFailure"]["reason"] == "PodLost"
+    assert wire(p)["restartEpoch"] == 1 and wire(p)["lastFailure"]["reason"] == "PodLost"
 
 
 def test_missing_pods_of_a_starting_epoch_are_just_created() -> None:
     job = make_job(status={"restartEpoch": 0, "restarts": 0, "replicas": 2})
     p = plan(job, [pod(job, 0, 0)])
-    assert names(p.create) == ["mnist-0-1"] and p.status["restartEpoch"] == 0
+    assert names(p.create) == ["mnist-0-1"] and wire(p)["restartEpoch"] == 0
 
 
 def test_custom_rules_come_before_the_defaults() -> None:
@@ -74,18 +74,18 @@ def test_custom_rules_come_before_the_defaults() -> None:
     }
     job = make_job(status=RUNNING, failurePolicy=policy)
     oom = plan(job, [pod(job, 0, 0), pod(job, 0, 1, "Failed", exit_code=137, reason="OOMKilled")])
-    assert oom.status["phase"] == "Failed" and oom.status["lastFailure"]["reason"] == "OOMKilled"
+    assert wire(oom)["phase"] == "Failed" and wire(oom)["lastFailure"]["reason"] == "OOMKilled"
     ignored = plan(job, [pod(job, 0, 0), pod(job, 0, 1, "Failed", exit_code=3)])
     assert ignored.create == [] and ignored.delete == []
-    assert (ignored.status or {}).get("phase", "Running") == "Running"
+    assert wire(ignored).get("phase", "Running") == "Running"
     done = plan(job, [pod(job, 0, 0, "Succeeded"), pod(job, 0, 1, "Failed", exit_code=3)])
-    assert done.status["phase"] == "Succeeded"
+    assert wire(done)["phase"] == "Succeeded"
 
 
 def test_disruptions_can_be_made_to_count() -> None:
     job = make_job(status=RUNNING, failurePolicy={"countDisruptions": True})
     p = plan(job, [pod(job, 0, 0), pod(job, 0, 1)], lost_nodes=frozenset({"gpu-0"}))
-    assert p.status["restarts"] == 1
+    assert wire(p)["restarts"] == 1
 
 
 @pytest.mark.parametrize(("restarts", "delay"), [(0, 0), (1, 0), (2, 5), (3, 10), (4, 20), (10, 30)])
@@ -97,7 +97,7 @@ def test_backoff_is_exponential_and_capped(restarts: int, delay: float) -> None:
 def test_second_counted_restart_waits_for_its_backoff() -> None:
     job = make_job(status={**RUNNING, "restarts": 1}, failurePolicy={"backoff": {"initialSeconds": 4}})
     p = plan(job, [pod(job, 0, 0), pod(job, 0, 1, "Failed", exit_code=139)])
-    assert p.status["restarts"] == 2 and p.create == [] and p.requeue_after == pytest.approx(4)
+    assert wire(p)["restarts"] == 2 and p.create == [] and p.requeue_after == pytest.approx(4)
     later = make_job(status=p.status, failurePolicy={"backoff": {"initialSeconds": 4}})
     assert plan(later, [], now=NOW + timedelta(seconds=2)).create == []
     assert names(plan(later, [], now=NOW + timedelta(seconds=4)).create) == ["mnist-1-0", "mnist-1-1"]
@@ -109,8 +109,8 @@ ELASTIC = {"replicas": 8, "minReplicas": 2, "maxReplicas": 8, "gpusPerReplica": 
 
 def test_elastic_job_starts_at_what_fits() -> None:
     p = plan(make_job(**ELASTIC), [], capacity=3)
-    assert p.status["replicas"] == 3 and len(p.create) == 3
-    assert plan(make_job(**ELASTIC), [], capacity=0).status["replicas"] == 2  # waits at min
+    assert wire(p)["replicas"] == 3 and len(p.create) == 3
+    assert wire(plan(make_job(**ELASTIC), [], capacity=0))["replicas"] == 2  # waits at min
 
 
 def test_elastic_job_grows_after_the_cooldown_when_gpus_free_up() -> None:
@@ -119,7 +119,7 @@ def test_elastic_job_grows_after_the_cooldown_when_gpus_free_up() -> None:
     early = plan(job, running(make_job()), capacity=8)
     assert early.create == [] and early.requeue_after == pytest.approx(30)
     grown = plan(job, running(make_job()), now=NOW + timedelta(seconds=31), capacity=8)
-    assert grown.status["replicas"] == 8 and grown.status["restarts"] == 0
+    assert wire(grown)["replicas"] == 8 and wire(grown)["restarts"] == 0
     assert names(grown.create) == [f"mnist-1-{r}" for r in range(8)]
 
 
@@ -130,14 +130,14 @@ def test_elastic_job_shrinks_when_workers_stay_unschedulable() -> None:
     pods = [pod(job, 0, 0), pod(job, 0, 1)] + [pod(job, 0, r, "Pending", conditions=unsched, extra={}) for r in (2, 3)]
     pods = [replace(q, created=created) for q in pods]
     p = plan(job, pods)
-    assert p.status["replicas"] == 2 and p.status["restartEpoch"] == 1 and p.status["restarts"] == 0
+    assert wire(p)["replicas"] == 2 and wire(p)["restartEpoch"] == 1 and wire(p)["restarts"] == 0
 
 
 def test_kubectl_scale_down_is_a_new_epoch() -> None:
     job = make_job(status={**RUNNING, "replicas": 4}, replicas=2, maxReplicas=4)
     four = make_job(replicas=4)
     p = plan(job, running(four))
-    assert p.status["replicas"] == 2 and names(p.create) == ["mnist-1-0", "mnist-1-1"]
+    assert wire(p)["replicas"] == 2 and names(p.create) == ["mnist-1-0", "mnist-1-1"]
 
 
 # -- capacity --------------------------------------------------------------------------------------

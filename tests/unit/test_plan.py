@@ -11,7 +11,7 @@ from lepton_operator.reconcile.observe import PodView
 from lepton_operator.reconcile.trainingjob import Observed, Plan, rfc3339
 from lepton_operator.reconcile.trainingjob import plan as decide
 
-from .jobs import NOW, make_job, pod, running
+from .jobs import NOW, make_job, pod, running, wire
 
 
 def cond(status: dict, type_: str) -> dict | None:
@@ -30,17 +30,17 @@ def test_new_job_creates_service_and_pods() -> None:
     p = plan(make_job(), [], service_exists=False, now=NOW)
     assert names(p.create) == ["mnist", "mnist-0-0", "mnist-0-1"]
     assert p.status is not None
-    assert p.status["phase"] == "Pending" and p.status["ready"] == "0/2" and p.status["replicas"] == 2
-    assert p.status["selector"] == "lepton.ai/job-name=mnist,app.kubernetes.io/managed-by=lepton-operator"
+    assert wire(p)["phase"] == "Pending" and wire(p)["ready"] == "0/2" and wire(p)["replicas"] == 2
+    assert wire(p)["selector"] == "lepton.ai/job-name=mnist,app.kubernetes.io/managed-by=lepton-operator"
 
 
 def test_all_workers_running_makes_the_job_running() -> None:
     job = make_job()
     p = plan(job, running(job), True, NOW)
     assert p.create == [] and p.delete == []
-    assert p.status["phase"] == "Running" and p.status["ready"] == "2/2"
-    assert p.status["startTime"] == rfc3339(NOW)
-    assert cond(p.status, "Running")["status"] == "True"
+    assert wire(p)["phase"] == "Running" and wire(p)["ready"] == "2/2"
+    assert wire(p)["startTime"] == rfc3339(NOW)
+    assert cond(wire(p), "Running")["status"] == "True"
     assert [e.reason for e in p.events] == ["AllScheduled", "AllWorkersRunning"]
 
 
@@ -54,7 +54,7 @@ def test_a_second_identical_pass_writes_nothing() -> None:
 def test_gang_is_not_running_until_every_worker_runs() -> None:
     job = make_job()
     p = plan(job, [pod(job, 0, 0), pod(job, 0, 1, "Pending")], True, NOW)
-    assert p.status["phase"] == "Pending" and p.status["ready"] == "1/2"
+    assert wire(p)["phase"] == "Pending" and wire(p)["ready"] == "1/2"
 
 
 def test_unschedulable_pod_is_reported_with_the_schedulers_message() -> None:
@@ -68,16 +68,16 @@ def test_unschedulable_pod_is_reported_with_the_schedulers_message() -> None:
         conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}],
     )
     p = plan(job, [pod(job, 0, 0), pending], True, NOW)
-    c = cond(p.status, "PodsScheduled")
+    c = cond(wire(p), "PodsScheduled")
     assert c["status"] == "False" and c["reason"] == "Unschedulable" and msg in c["message"]
-    assert msg in p.status["message"]
+    assert msg in wire(p)["message"]
     assert any(e.type == "Warning" and e.reason == "Unschedulable" for e in p.events)
 
 
 def test_all_workers_succeeded_makes_the_job_succeed() -> None:
     job = make_job()
     p = plan(job, [pod(job, 0, 0, "Succeeded"), pod(job, 0, 1, "Succeeded")], True, NOW)
-    assert p.status["phase"] == "Succeeded" and p.status["completionTime"] == rfc3339(NOW)
+    assert wire(p)["phase"] == "Succeeded" and wire(p)["completionTime"] == rfc3339(NOW)
     assert p.create == []
 
 
@@ -103,11 +103,11 @@ def test_all_workers_succeeded_makes_the_job_succeed() -> None:
 def test_failures_map_to_actions(failure: dict, restarts: int, phase: str, reason: str, spent: int) -> None:
     job = make_job(status={"restarts": restarts, "restartEpoch": 0, "replicas": 2})
     p = plan(job, [pod(job, 0, 0), pod(job, 0, 1, "Failed", **failure)], True, NOW)
-    assert p.status["phase"] == phase
-    assert p.status["restarts"] == spent
+    assert wire(p)["phase"] == phase
+    assert wire(p)["restarts"] == spent
     assert any(e.reason == reason for e in p.events)
     if phase == "Restarting":
-        assert p.status["restartEpoch"] == 1
+        assert wire(p)["restartEpoch"] == 1
         assert p.delete == ["mnist-0-0"]  # the failed pod stays for `kubectl logs` until the epoch after
         assert names(p.create) == ["mnist-1-0", "mnist-1-1"]
     else:
@@ -123,7 +123,7 @@ def test_failed_job_message_names_pod_exit_code_and_container_message() -> None:
         True,
         NOW,
     )
-    assert p.status["message"] == "pod mnist-0-1, on node gpu-3, exit code 2: bad config"
+    assert wire(p)["message"] == "pod mnist-0-1, on node gpu-3, exit code 2: bad config"
 
 
 def test_old_epoch_pods_are_deleted_but_the_previous_epochs_failed_pod_is_kept() -> None:
@@ -131,7 +131,7 @@ def test_old_epoch_pods_are_deleted_but_the_previous_epochs_failed_pod_is_kept()
     old = [pod(job, 0, 0, "Failed", exit_code=137), pod(job, 1, 1, "Failed", exit_code=137), pod(job, 1, 0)]
     p = plan(job, [*old, *running(job, 2)], True, NOW)
     assert sorted(p.delete) == ["mnist-0-0", "mnist-1-0"]
-    assert p.status["phase"] == "Running"
+    assert wire(p)["phase"] == "Running"
 
 
 def test_suspend_deletes_pods_and_keeps_status() -> None:
@@ -139,20 +139,20 @@ def test_suspend_deletes_pods_and_keeps_status() -> None:
     p = plan(job, running(job, 2), True, NOW)
     assert sorted(p.delete) == ["mnist-2-0", "mnist-2-1"]
     assert p.create == []
-    assert p.status["phase"] == "Suspended" and p.status["restarts"] == 2
+    assert wire(p)["phase"] == "Suspended" and wire(p)["restarts"] == 2
 
 
 def test_resume_recreates_pods() -> None:
     suspended = plan(make_job(suspend=True), [], True, NOW).status
     p = plan(make_job(status=suspended), [], True, NOW)
     assert names(p.create) == ["mnist-0-0", "mnist-0-1"]
-    assert cond(p.status, "Suspended")["status"] == "False"
+    assert cond(wire(p), "Suspended")["status"] == "False"
 
 
 def test_active_deadline_fails_the_job() -> None:
     job = make_job(status={"startTime": rfc3339(NOW - timedelta(seconds=61)), "replicas": 2}, activeDeadlineSeconds=60)
     p = plan(job, running(job), True, NOW)
-    assert p.status["phase"] == "Failed" and cond(p.status, "Failed")["reason"] == "DeadlineExceeded"
+    assert wire(p)["phase"] == "Failed" and cond(wire(p), "Failed")["reason"] == "DeadlineExceeded"
     assert sorted(p.delete) == ["mnist-0-0", "mnist-0-1"]
 
 
@@ -177,7 +177,7 @@ def test_scale_is_a_new_epoch_that_spends_no_restart() -> None:
     job = make_job(status={"restartEpoch": 0, "restarts": 0, "replicas": 2}, replicas=3, maxReplicas=4)
     p = plan(job, running(make_job()), True, NOW)
     assert names(p.create) == ["mnist-1-0", "mnist-1-1", "mnist-1-2"]
-    assert p.status["restarts"] == 0 and p.status["replicas"] == 3
+    assert wire(p)["restarts"] == 0 and wire(p)["replicas"] == 3
     assert p.events[0].reason == "Resized"
 
 
@@ -197,7 +197,7 @@ def test_final_result_from_the_termination_message_becomes_progress() -> None:
     job = make_job()
     result = '{"state":"Succeeded","testAccuracy":0.9722,"steps":560,"exportPath":"/ckpt/export"}'
     pods = [pod(job, 0, 0, "Succeeded", message=result), pod(job, 0, 1, "Succeeded")]
-    st = plan(job, pods, True, NOW).status
+    st = wire(plan(job, pods, True, NOW))
     assert st["progress"]["summary"] == "done acc=0.972" and st["progress"]["testAccuracy"] == 0.9722
     assert st["progress"]["exportPath"] == "/ckpt/export" and st["progress"]["source"] == "termination-message"
 
@@ -205,7 +205,7 @@ def test_final_result_from_the_termination_message_becomes_progress() -> None:
 def test_live_progress_gives_a_summary_and_feeds_the_projected_cost() -> None:
     job = make_job()
     live = {"state": "Running", "step": 120, "totalSteps": 266, "loss": 0.3124, "etaSeconds": 3600}
-    st = decide(job, Observed(running(job), live_progress=live), NOW).status
+    st = wire(decide(job, Observed(running(job), live_progress=live), NOW))
     assert st["progress"]["summary"] == "45% step 120/266 loss 0.312"
     cost = st["cost"]
     expected = cost["accruedUsd"] + float(cost["rateUsdPerHour"]) * 1.0  # ETA one hour
@@ -215,7 +215,7 @@ def test_live_progress_gives_a_summary_and_feeds_the_projected_cost() -> None:
 def test_a_json_error_in_the_termination_message_names_the_failure() -> None:
     job = make_job()
     failed = pod(job, 0, 1, "Failed", exit_code=1, message='{"state":"Failed","error":"ValueError: bad lr"}')
-    st = plan(job, [pod(job, 0, 0), failed], True, NOW).status
+    st = wire(plan(job, [pod(job, 0, 0), failed], True, NOW))
     assert st["message"].endswith("exit code 1: ValueError: bad lr")
 
 
@@ -223,4 +223,4 @@ def test_resume_after_suspend_is_no_failure() -> None:
     running_status = {"restartEpoch": 0, "restarts": 0, "replicas": 2, "launched": True}
     suspended = plan(make_job(status=running_status, suspend=True), [], True, NOW).status
     p = plan(make_job(status=suspended), [], True, NOW)
-    assert names(p.create) == ["mnist-0-0", "mnist-0-1"] and p.status["restartEpoch"] == 0
+    assert names(p.create) == ["mnist-0-0", "mnist-0-1"] and wire(p)["restartEpoch"] == 0

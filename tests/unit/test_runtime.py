@@ -9,6 +9,8 @@ import pytest
 from lepton_operator.handlers.runtime import WorkQueue, WriteCache
 from lepton_operator.kube.client import merge_patch
 
+from .fakekube import apply_merge_patch
+
 
 def body(rv: str, epoch: int) -> dict:
     return {"metadata": {"resourceVersion": rv}, "status": {"restartEpoch": epoch}}
@@ -150,3 +152,30 @@ async def test_an_urgent_add_while_running_stays_urgent_for_the_rerun() -> None:
     await wait_for(lambda: len(order) == 3)
     assert order == ["job", "job", "other"]
     await q.close()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "patch"),
+    [
+        (  # a PodLost failure after a crash: the crash's node, exit code and message must go
+            {"lastFailure": {"pod": "j-0-1", "node": "n1", "exitCode": 137, "message": "oom", "reason": "Error"}},
+            {"lastFailure": {"pod": "j-1-0", "reason": "PodLost"}},
+            {"lastFailure": {"pod": "j-1-0", "node": None, "exitCode": None, "message": None, "reason": "PodLost"}},
+        ),
+        (
+            {"cost": {"accruedUsd": 1.0, "projectedTotalUsd": "9.00"}, "phase": "Running"},
+            {"cost": {"accruedUsd": 1.5}, "phase": "Running"},
+            {"cost": {"accruedUsd": 1.5, "projectedTotalUsd": None}},
+        ),
+        (
+            {"conditions": [{"type": "A"}, {"type": "B"}]},
+            {"conditions": [{"type": "A"}]},
+            {"conditions": [{"type": "A"}]},
+        ),
+        ({"progress": {"step": 1}}, {}, {"progress": None}),
+        ({}, {"progress": {"step": 1}}, {"progress": {"step": 1}}),
+    ],
+)
+def test_status_patch_nulls_what_is_gone_at_any_depth(old: dict, new: dict, patch: dict) -> None:
+    assert merge_patch(old, new) == patch
+    assert apply_merge_patch(old, merge_patch(old, new)) == new

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import aiohttp
+from lepton_operator.api.trainingjob import TrainingJobStatus
 from lepton_operator.kube.errors import ApiError
 
 from .fakekube import FakeKube, controller
-from .jobs import job_body, make_job, running
+from .jobs import job_body, make_job, pod, running
 
 KEY = ("ml", "mnist")
 
@@ -27,3 +28,48 @@ async def test_events_are_best_effort_a_failed_post_neither_fails_nor_retries_th
     assert ("create Event", "AllWorkersRunning") in kube.calls  # the next Event is still tried
     assert kube.stored[KEY]["status"]["phase"] == "Running"
     assert KEY not in ctl._failures and requeue == 30.0  # the cost refresh, not a retry
+
+
+STALE = {
+    "phase": "Running",
+    "restartEpoch": 0,
+    "restarts": 1,
+    "replicas": 2,
+    "launched": True,
+    "conditions": [{"type": "Running", "status": "True", "reason": "AllWorkersRunning"}],
+    "lastFailure": {
+        "pod": "mnist-0-1",
+        "node": "gpu-9",
+        "reason": "OOMKilled",
+        "exitCode": 137,
+        "message": "CUDA out of memory",
+        "action": "RestartJob",
+        "counted": True,
+        "time": "2026-11-23T11:00:00Z",
+    },
+    "progress": {"summary": "10% step 10/100", "step": 10, "totalSteps": 100, "etaSeconds": 900, "source": "endpoint"},
+    "cost": {"gpuHours": 1.0, "accruedUsd": 5.0, "projectedTotalUsd": "12.00", "lastAccrual": "2026-11-23T11:59:00Z"},
+}
+
+
+async def test_the_stored_status_is_exactly_the_plans_no_stale_nested_keys() -> None:
+    kube = FakeKube()
+    kube.progress = {"state": "Running", "step": 20, "totalSteps": 100}  # no ETA any more: no projection
+    job = make_job(status=STALE)
+    rank0 = pod(job, 0, 0, extra={"podIP": "10.0.0.1"})
+    ctl = controller(kube, job_body(status=STALE), [rank0])  # rank 1 vanished: PodLost
+    await ctl.reconcile(KEY)
+    stored = kube.stored[KEY]["status"]
+    assert stored["lastFailure"]["reason"] == "PodLost"
+    assert {"node", "exitCode", "message"}.isdisjoint(stored["lastFailure"])
+    assert "etaSeconds" not in stored["progress"] and "projectedTotalUsd" not in stored["cost"]
+    assert TrainingJobStatus.model_validate(stored).to_wire() == stored  # nothing but what the model holds
+
+
+async def test_a_status_computed_from_an_old_version_is_not_stored() -> None:
+    kube = FakeKube()
+    ctl = controller(kube, job_body(), running(make_job()))
+    kube.stored[KEY]["metadata"]["resourceVersion"] = "8"  # someone changed the job after the index saw it
+    requeue = await ctl.reconcile(KEY)
+    assert kube.stored[KEY]["status"] == {} and requeue is not None and requeue < 2
+    assert not [c for c in kube.calls if c[0] == "create Event"]  # nothing told about a write that did not happen

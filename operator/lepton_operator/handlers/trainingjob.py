@@ -20,7 +20,7 @@ from lepton_trainer import contract
 from pydantic import ValidationError
 
 from .. import metrics
-from ..api.trainingjob import TrainingJob
+from ..api.trainingjob import TrainingJob, TrainingJobStatus
 from ..config import OperatorConfig
 from ..constants import (
     API_VERSION,
@@ -32,7 +32,7 @@ from ..constants import (
     TRAININGJOB_PLURAL,
 )
 from ..kube.client import Kube, merge_patch
-from ..kube.errors import ApiError
+from ..kube.errors import ApiError, Conflict
 from ..kube.events import post_event
 from ..kube.informer import Index, Informer
 from ..kube.usage import GpuUsage
@@ -270,6 +270,9 @@ class TrainingJobController:
             seen = Observed(pods, key in idx.services, lost, capacity, nodes, prices, live)
             decision = plan(job, seen, now)
             await self._apply(key, body, decision, now)
+        except Conflict as exc:  # the job moved since this pass read it: plan again from the newer version
+            log.info("trainingjob %s/%s: changed meanwhile; planning again", *key)
+            return self._retry_after(key, exc, quiet=True)
         except ApiError as exc:
             if exc.namespace_gone:
                 log.debug("trainingjob %s/%s: its namespace is going away", *key)
@@ -279,24 +282,23 @@ class TrainingJobController:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return self._retry_after(key, exc)
         self._failures.pop(key, None)
-        self._observe(key, body, decision)
+        self._observe(key, body, job.status, decision)
         requeue: float | None = decision.requeue_after
         return requeue
 
-    def _retry_after(self, key: Key, exc: Exception) -> float:
+    def _retry_after(self, key: Key, exc: Exception, quiet: bool = False) -> float:
         """Exponential backoff (capped) after a failed apply; the next pass recomputes everything."""
         tries = self._failures[key] = self._failures.get(key, 0) + 1
         delay = min(self.backoff_max, 0.5 * (1 << min(tries, 10)))
-        log.warning("trainingjob %s/%s: apply failed (%s); retrying in %.1fs", *key, exc, delay)
+        if not quiet:
+            log.warning("trainingjob %s/%s: apply failed (%s); retrying in %.1fs", *key, exc, delay)
         return delay
 
-    def _observe(self, key: Key, body: dict[str, Any], p: Plan) -> None:
+    def _observe(self, key: Key, body: dict[str, Any], before: TrainingJobStatus, p: Plan) -> None:
         """Metrics from one applied pass."""
-        st = p.status if p.status is not None else body.get("status") or {}
-        cost = st.get("cost") or {}
-        metrics.JOBS.jobs[key] = metrics.JobFacts(
-            key[0], st.get("phase") or "Pending", cost.get("gpuHours", 0.0), cost.get("accruedUsd", 0.0)
-        )
+        st = p.status or before
+        gpu_hours, usd = (st.cost.gpu_hours, st.cost.accrued_usd) if st.cost else (0.0, 0.0)
+        metrics.JOBS.jobs[key] = metrics.JobFacts(key[0], st.phase or "Pending", gpu_hours, usd)
         if p.new_epoch_reason and p.new_epoch_reason != "Resized":
             metrics.RESTARTS.labels(key[0], p.new_epoch_reason).inc()
         if p.failover_seconds is not None:
@@ -307,13 +309,13 @@ class TrainingJobController:
     async def _apply(self, key: Key, body: dict[str, Any], p: Plan, now: datetime) -> None:
         ns, name = key
         if p.create or p.delete or p.force_delete or p.status is not None or p.delete_job:
-            st = p.status or body.get("status") or {}
+            st = p.status or TrainingJobStatus.model_validate(body.get("status") or {})
             log.info(
                 "trainingjob %s/%s: epoch %s %s: create %d, delete %d (+%d forced)%s%s",
                 ns,
                 name,
-                st.get("restartEpoch"),
-                st.get("phase"),
+                st.restart_epoch,
+                st.phase,
                 len(p.create),
                 len(p.delete),
                 len(p.force_delete),
@@ -341,13 +343,20 @@ class TrainingJobController:
             if isinstance(r, BaseException):
                 raise r
         if p.status is not None:
-            patch = merge_patch(body.get("status") or {}, p.status)
-            updated = await self.kube.patch_status(API_VERSION, TRAININGJOB_PLURAL, ns, name, patch)
+            await self._write_status(key, body, p.status)
+        for ev in p.events:
+            await post_event(self.kube, body, ev.type, ev.reason, ev.message, now)
+
+    async def _write_status(self, key: Key, body: dict[str, Any], status: TrainingJobStatus) -> None:
+        """Store exactly `status`: a merge patch from the stored status (nulls at any depth), conditional on the
+        resourceVersion the plan was made from (Conflict when the job moved meanwhile)."""
+        patch = merge_patch(body.get("status") or {}, status.to_wire())
+        if patch:
+            rv = body["metadata"].get("resourceVersion")
+            updated = await self.kube.patch_status(API_VERSION, TRAININGJOB_PLURAL, *key, patch, rv)
             if updated is not None:
                 updated["metadata"].pop("managedFields", None)
                 self._written.wrote(key, body, updated)
-        for ev in p.events:
-            await post_event(self.kube, body, ev.type, ev.reason, ev.message, now)
 
     def _not_in_flight(self, key: Key, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Drop creates of pods created moments ago that the (lagging) index does not show yet."""

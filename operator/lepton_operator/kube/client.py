@@ -45,8 +45,17 @@ def object_path(api_version: str, plural: str, namespace: str | None, name: str 
 
 
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The top-level JSON merge patch that turns `old` into `new`: changed keys only, removed keys as null."""
-    return {**{k: None for k in old if k not in new}, **{k: v for k, v in new.items() if old.get(k) != v}}
+    """The JSON merge patch (RFC 7386) that turns `old` into exactly `new`: changed keys only, at every depth;
+    a key gone at any depth is sent as null (a nested key left out would be kept by the server's merge)."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            if inner := merge_patch(before, value):
+                patch[key] = inner
+        elif before != value or key not in old:
+            patch[key] = value
+    return patch
 
 
 class Kube:
@@ -151,19 +160,32 @@ class Kube:
         return status != 404
 
     async def patch_status(
-        self, api_version: str, plural: str, namespace: str, name: str, status: dict[str, Any]
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any] | None:
-        """Replace .status with a merge patch; the updated object, or None when the object is gone."""
+        """Merge-patch .status (see merge_patch); the updated object, or None when the object is gone.
+
+        With `resource_version` the write is conditional: Conflict when the object moved since it was read, so a
+        status computed from an old view is never stored.
+        """
         path = object_path(api_version, plural, namespace, name) + "/status"
-        code, body = await self.request(
+        body: dict[str, Any] = {"status": patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        code, updated = await self.request(
             "PATCH",
             path,
-            json={"status": status},
+            json=body,
             content_type="application/merge-patch+json",
             params={"fieldManager": MANAGER},
             ok=(404,),
         )
-        return None if code == 404 else body
+        return None if code == 404 else updated
 
     async def patch(
         self, api_version: str, plural: str, namespace: str, name: str, patch: dict[str, Any]

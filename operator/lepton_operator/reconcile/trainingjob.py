@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from ..api.base import Condition
-from ..api.trainingjob import LastFailure, TrainingJob
+from ..api.trainingjob import LastFailure, TrainingJob, TrainingJobStatus
 from ..builders.names import pod_name, selector
 from ..builders.trainingjob import headless_service, worker_pod
 from ..constants import (
@@ -47,7 +47,7 @@ class Plan:
     create: list[dict[str, Any]] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)  # pod names
     force_delete: list[str] = field(default_factory=list)  # pods on lost nodes: no kubelet will confirm
-    status: dict[str, Any] | None = None  # the whole new status, or None when unchanged
+    status: TrainingJobStatus | None = None  # the whole new status, stored exactly; None when unchanged
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None  # seconds until time alone changes the decision
     delete_job: bool = False
@@ -193,13 +193,13 @@ class _Pass:
         self.status.observed_generation = self.generation
         self.status.selector = selector(self.job.metadata["name"])
         new, old = self.status.to_wire(), self.old.to_wire()
-        if new != old and _stable(new) == _stable(old):
+        changed = new != old
+        if changed and _stable(new) == _stable(old):
             # Only cost or progress moved: refresh them every COST_WRITE_INTERVAL, not on every pass.
             last = self.old.cost.last_accrual if self.old.cost else None
-            if last and seconds_since(last, self.now) < COST_WRITE_INTERVAL:
-                new = old
-        if new != old:
-            self.plan.status = new
+            changed = not (last and seconds_since(last, self.now) < COST_WRITE_INTERVAL)
+        if changed:
+            self.plan.status = self.status
         if self.status.cost and self.status.cost.rate_usd_per_hour != "0.00":
             self.plan.requeue(COST_WRITE_INTERVAL)
         return self.plan
