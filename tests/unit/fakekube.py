@@ -36,6 +36,7 @@ class FakeKube:
         self.patches: list[dict[str, Any]] = []
         self.fault: Fault = fault or (lambda verb, obj: None)
         self.progress: dict[str, Any] | bytes | None = None
+        self.pods: dict[str, dict[str, Any]] = {}  # pods that exist, by name
 
     def _check(self, verb: str, obj: dict[str, Any]) -> None:
         if (error := self.fault(verb, obj)) is not None:
@@ -45,11 +46,15 @@ class FakeKube:
         name = obj["reason"] if obj["kind"] == "Event" else obj["metadata"]["name"]
         self.calls.append((f"create {obj['kind']}", name))
         self._check("create", obj)
+        if obj["kind"] == "Pod":
+            self.pods[name] = copy.deepcopy(obj)
         return True
 
     async def delete(self, api_version: str, plural: str, namespace: str, name: str, **opts: Any) -> bool:
         self.calls.append((f"delete {plural}", name))
         self._check("delete", {"metadata": {"name": name}})
+        if plural == "pods":
+            self.pods.pop(name, None)
         return True
 
     async def patch_status(

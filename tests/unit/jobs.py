@@ -25,6 +25,11 @@ def wire(p: Plan) -> dict[str, Any]:
     return p.status.to_wire() if p.status is not None else {}
 
 
+def stored(job: TrainingJob, p: Plan) -> TrainingJob:
+    """The job as the next pass reads it, once `p`'s status is stored."""
+    return job.model_copy(update={"status": p.status or job.status})
+
+
 def job_body(status: Status = None, **spec: Any) -> dict[str, Any]:
     """The job as the API server stores it."""
     return {

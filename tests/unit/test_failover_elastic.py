@@ -13,7 +13,7 @@ from lepton_operator.reconcile.observe import PodView
 from lepton_operator.reconcile.trainingjob import Observed, Plan, backoff_seconds, rfc3339
 from lepton_operator.reconcile.trainingjob import plan as decide
 
-from .jobs import NOW, make_job, pod, running, wire
+from .jobs import NOW, make_job, pod, running, stored, wire
 
 
 def plan(job: TrainingJob, pods: list[PodView], now: datetime = NOW, **seen: Any) -> Plan:
@@ -36,10 +36,12 @@ RUNNING = {
 def test_pods_on_a_lost_node_restart_for_free_avoiding_that_node() -> None:
     job = make_job(status=RUNNING)
     pods = [pod(job, 0, 0, node="gpu-1"), pod(job, 0, 1, node="gpu-2")]
-    p = plan(job, pods, lost_nodes=frozenset({"gpu-2"}))
-    assert p.force_delete == ["mnist-0-1"] and p.delete == ["mnist-0-0"]
+    lost = frozenset({"gpu-2"})
+    p = plan(job, pods, lost_nodes=lost)
     assert wire(p)["restarts"] == 0 and wire(p)["restartEpoch"] == 1
     assert wire(p)["lastFailure"]["reason"] == "NodeLost" and wire(p)["lastFailure"]["node"] == "gpu-2"
+    p = plan(stored(job, p), pods, lost_nodes=lost)
+    assert p.force_delete == ["mnist-0-1"] and p.delete == ["mnist-0-0"]
     affinity = p.create[0]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["gpu-2"]} in affinity["nodeSelectorTerms"][
         0
@@ -97,8 +99,10 @@ def test_backoff_is_exponential_and_capped(restarts: int, delay: float) -> None:
 def test_second_counted_restart_waits_for_its_backoff() -> None:
     job = make_job(status={**RUNNING, "restarts": 1}, failurePolicy={"backoff": {"initialSeconds": 4}})
     p = plan(job, [pod(job, 0, 0), pod(job, 0, 1, "Failed", exit_code=139)])
-    assert wire(p)["restarts"] == 2 and p.create == [] and p.requeue_after == pytest.approx(4)
+    assert wire(p)["restarts"] == 2 and p.create == []
     later = make_job(status=p.status, failurePolicy={"backoff": {"initialSeconds": 4}})
+    waiting = plan(later, [], now=NOW)
+    assert waiting.create == [] and waiting.requeue_after == pytest.approx(4)
     assert plan(later, [], now=NOW + timedelta(seconds=2)).create == []
     assert names(plan(later, [], now=NOW + timedelta(seconds=4)).create) == ["mnist-1-0", "mnist-1-1"]
 
@@ -120,7 +124,8 @@ def test_elastic_job_grows_after_the_cooldown_when_gpus_free_up() -> None:
     assert early.create == [] and early.requeue_after == pytest.approx(30)
     grown = plan(job, running(make_job()), now=NOW + timedelta(seconds=31), capacity=8)
     assert wire(grown)["replicas"] == 8 and wire(grown)["restarts"] == 0
-    assert names(grown.create) == [f"mnist-1-{r}" for r in range(8)]
+    then = plan(stored(job, grown), running(make_job()), now=NOW + timedelta(seconds=31), capacity=8)
+    assert names(then.create) == [f"mnist-1-{r}" for r in range(8)]
 
 
 def test_elastic_job_shrinks_when_workers_stay_unschedulable() -> None:
@@ -137,7 +142,8 @@ def test_kubectl_scale_down_is_a_new_epoch() -> None:
     job = make_job(status={**RUNNING, "replicas": 4}, replicas=2, maxReplicas=4)
     four = make_job(replicas=4)
     p = plan(job, running(four))
-    assert wire(p)["replicas"] == 2 and names(p.create) == ["mnist-1-0", "mnist-1-1"]
+    assert wire(p)["replicas"] == 2 and p.create == []
+    assert names(plan(stored(job, p), running(four)).create) == ["mnist-1-0", "mnist-1-1"]
 
 
 # -- capacity --------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from lepton_operator.reconcile.observe import PodView
 from lepton_operator.reconcile.trainingjob import Observed, Plan, rfc3339
 from lepton_operator.reconcile.trainingjob import plan as decide
 
-from .jobs import NOW, make_job, pod, running, wire
+from .jobs import NOW, make_job, pod, running, stored, wire
 
 
 def cond(status: dict, type_: str) -> dict | None:
@@ -102,14 +102,17 @@ def test_all_workers_succeeded_makes_the_job_succeed() -> None:
 )
 def test_failures_map_to_actions(failure: dict, restarts: int, phase: str, reason: str, spent: int) -> None:
     job = make_job(status={"restarts": restarts, "restartEpoch": 0, "replicas": 2})
-    p = plan(job, [pod(job, 0, 0), pod(job, 0, 1, "Failed", **failure)], True, NOW)
+    pods = [pod(job, 0, 0), pod(job, 0, 1, "Failed", **failure)]
+    p = plan(job, pods, True, NOW)
     assert wire(p)["phase"] == phase
     assert wire(p)["restarts"] == spent
     assert any(e.reason == reason for e in p.events)
     if phase == "Restarting":
         assert wire(p)["restartEpoch"] == 1
-        assert p.delete == ["mnist-0-0"]  # the failed pod stays for `kubectl logs` until the epoch after
-        assert names(p.create) == ["mnist-1-0", "mnist-1-1"]
+        assert p.delete == [] and p.create == [] and p.requeue_after == 0  # the new epoch is stored first
+        then = plan(stored(job, p), pods, True, NOW)  # and acted on in the next pass
+        assert then.delete == ["mnist-0-0"]  # the failed pod stays for `kubectl logs` until the epoch after
+        assert names(then.create) == ["mnist-1-0", "mnist-1-1"] and then.new_epoch_reason is None
     else:
         assert p.delete == ["mnist-0-0"]  # the running one; the failed pod stays for its logs
         assert p.create == []
@@ -176,9 +179,11 @@ def test_ttl_after_finished(age: int, deleted: bool, requeue: float | None) -> N
 def test_scale_is_a_new_epoch_that_spends_no_restart() -> None:
     job = make_job(status={"restartEpoch": 0, "restarts": 0, "replicas": 2}, replicas=3, maxReplicas=4)
     p = plan(job, running(make_job()), True, NOW)
-    assert names(p.create) == ["mnist-1-0", "mnist-1-1", "mnist-1-2"]
-    assert wire(p)["restarts"] == 0 and wire(p)["replicas"] == 3
+    assert wire(p)["restarts"] == 0 and wire(p)["replicas"] == 3 and wire(p)["restartEpoch"] == 1
     assert p.events[0].reason == "Resized"
+    then = plan(stored(job, p), running(make_job()), True, NOW)
+    assert names(then.create) == ["mnist-1-0", "mnist-1-1", "mnist-1-2"]
+    assert sorted(then.delete) == ["mnist-0-0", "mnist-0-1"]
 
 
 def test_job_managed_by_another_controller_is_left_alone() -> None:
@@ -224,3 +229,12 @@ def test_resume_after_suspend_is_no_failure() -> None:
     suspended = plan(make_job(status=running_status, suspend=True), [], True, NOW).status
     p = plan(make_job(status=suspended), [], True, NOW)
     assert names(p.create) == ["mnist-0-0", "mnist-0-1"] and wire(p)["restartEpoch"] == 0
+
+
+def test_a_pass_that_starts_an_epoch_only_stores_it_whatever_else_it_saw() -> None:
+    """Two-phase epochs: no pod is deleted or created before the new epoch is stored (JobSet's order)."""
+    job = make_job(status={"restartEpoch": 3, "restarts": 0, "replicas": 2, "launched": True})
+    pods = [pod(job, 1, 0), pod(job, 3, 0, "Failed", exit_code=137), pod(job, 3, 1)]
+    p = plan(job, pods, False, NOW)  # a leftover of epoch 1, a crash in epoch 3, even the Service missing
+    assert wire(p)["restartEpoch"] == 4 and p.new_epoch_reason == "WorkerCrashed"
+    assert (p.create, p.delete, p.force_delete) == ([], [], [])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 from lepton_operator.api.trainingjob import TrainingJobStatus
+from lepton_operator.handlers.trainingjob import TrainingJobController
 from lepton_operator.kube.errors import ApiError
+from lepton_operator.reconcile.observe import PodView, pod_view
 
 from .fakekube import FakeKube, controller
 from .jobs import job_body, make_job, pod, running
@@ -73,3 +75,37 @@ async def test_a_status_computed_from_an_old_version_is_not_stored() -> None:
     requeue = await ctl.reconcile(KEY)
     assert kube.stored[KEY]["status"] == {} and requeue is not None and requeue < 2
     assert not [c for c in kube.calls if c[0] == "create Event"]  # nothing told about a write that did not happen
+
+
+def sync_pods(ctl: TrainingJobController, kube: FakeKube, kept: dict[str, PodView]) -> None:
+    """The pod informer catching up: what the fake API holds (created pods Pending), `kept` as they were."""
+    for view in list(ctl.idx.pods.get(KEY, [])):
+        ctl.idx.pods.remove(KEY, view.name)
+    for name, obj in kube.pods.items():
+        ctl.idx.pods.put(KEY, name, kept.get(name) or pod_view({**obj, "status": {"phase": "Pending"}}))
+
+
+async def test_an_epoch_is_stored_before_it_is_acted_on_so_a_failed_create_is_retried_at_the_same_epoch() -> None:
+    job = make_job(status={"restartEpoch": 0, "restarts": 0, "replicas": 2, "launched": True})
+    before = {q.name: q for q in [pod(job, 0, 0), pod(job, 0, 1, "Failed", exit_code=137)]}
+    failed_once: set[str] = set()
+
+    def fault(verb: str, obj: dict) -> Exception | None:
+        name = (obj.get("metadata") or {}).get("name", "")
+        if verb == "create" and name == "mnist-1-1" and name not in failed_once:
+            failed_once.add(name)
+            return ApiError(500, "POST", "pods", "etcdserver: request timed out")
+        return None
+
+    kube = FakeKube(fault)
+    kube.pods = {name: {"metadata": {"name": name}} for name in before}
+    ctl = controller(kube, job_body(status=job.status), list(before.values()))
+    for _ in range(4):
+        await ctl.reconcile(KEY)
+        sync_pods(ctl, kube, before)
+    assert kube.stored[KEY]["status"]["restartEpoch"] == 1 and kube.stored[KEY]["status"]["restarts"] == 1
+    assert sorted(kube.pods) == ["mnist-0-1", "mnist-1-0", "mnist-1-1"]  # the crashed pod kept for its logs
+    deleted = [name for verb, name in kube.calls if verb == "delete pods"]
+    assert deleted == ["mnist-0-0"]  # never a pod of the new epoch
+    first_write = kube.calls.index(("patch status", "mnist"))
+    assert first_write < kube.calls.index(("delete pods", "mnist-0-0"))  # stored first, then acted on

@@ -163,8 +163,12 @@ class _Pass:
         self.plan.create += [worker_pod(self.job, epoch, r, world, avoid, where) for r in missing]
         self.plan.first_pods_complete = bool(missing) and epoch == 0 and not self.status.launched
 
-    def new_epoch(self, pods: list[PodView], reason: str, message: str, *, counts: bool, world: int) -> Plan:
-        """Replace every pod of the current epoch with the next epoch's (in the same pass unless backing off)."""
+    def new_epoch(self, reason: str, message: str, *, counts: bool, world: int) -> Plan:
+        """Start the next epoch: this pass only stores it (two-phase, as JobSet persists restarts first).
+
+        Deleting the old epoch's pods and creating the new one's happen in the passes after, which read the
+        stored epoch: a failure half-way is retried at the same epoch, never undone or skipped ahead.
+        """
         st = self.status
         st.restart_epoch = (st.restart_epoch or 0) + 1
         st.restarts = (st.restarts or 0) + (1 if counts else 0)
@@ -172,7 +176,6 @@ class _Pass:
         st.epoch_start_time = self.stamp
         st.launched = False
         st.message = f"restarting ({reason}): {message}"
-        self.delete([q for q in pods if q.phase not in TERMINAL])
         resized = reason == "Resized"
         self.plan.new_epoch_reason = reason
         self.plan.events.append(
@@ -180,11 +183,8 @@ class _Pass:
         )
         set_condition(self.conditions, COND_RESTARTING, True, reason, message, self.stamp, self.generation)
         self.drop(COND_RUNNING, reason, message)
-        delay = backoff_seconds(self.job, st.restarts) if counts else 0.0
-        if delay > 0:
-            self.plan.requeue(delay)
-        else:
-            self.create_epoch_pods(set())
+        self.plan.delete, self.plan.force_delete, self.plan.create = [], [], []
+        self.plan.requeue(0.0)  # act on the stored epoch at once
         return self.result()
 
     def result(self) -> Plan:
@@ -311,7 +311,7 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
             )
             return p.result()
         size = fitting_size(job, seen.capacity)
-        return p.new_epoch(current, decisive.reason, decisive.message, counts=decisive.counts, world=size)
+        return p.new_epoch(decisive.reason, decisive.message, counts=decisive.counts, world=size)
 
     # Resizing: kubectl scale, growth into freed GPUs, shrinking when workers cannot be placed.
     target, low = target_size(job), spec.min_size
@@ -319,7 +319,7 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
         resize = _resize(p, current, world, target, low)
         if resize is not None:
             size, why = resize
-            return p.new_epoch(current, "Resized", f"world size {world} -> {size}: {why}", counts=False, world=size)
+            return p.new_epoch("Resized", f"world size {world} -> {size}: {why}", counts=False, world=size)
     if world < target and not p.cooling:
         p.plan.requeue(GROW_RECHECK_SECONDS)
 
