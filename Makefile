@@ -5,7 +5,7 @@ VENV_STAMP := .venv/.installed
 # Built binaries and images, keyed by version: outside the clone, shared by every clone (as in CI).
 export LEPTON_CACHE_DIR ?= $(HOME)/.cache/lepton-operator
 
-.PHONY: venv crds lint typecheck test unit e2e cluster-build cluster-up cluster-down operator demo demo-down verify bench clean
+.PHONY: venv crds lint typecheck test unit e2e cluster-build cluster-up cluster-down images operator demo demo-down verify bench clean
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
@@ -24,6 +24,9 @@ lint: venv
 
 cluster-build: ## build (or reuse) the control-plane binaries
 	cluster/build.sh
+
+images: venv ## build localhost/lepton-operator:dev and localhost/lepton-trainer:dev without Docker (cached; docs/images.md)
+	$(PY) -m lepton_cluster.images build
 
 cluster-up: venv ## start etcd, apiserver, scheduler, controller-manager and kwok GPU nodes
 	@$(PY) -m lepton_cluster up
