@@ -39,6 +39,7 @@ COND_SUCCEEDED: Final = "Succeeded"
 COND_FAILED: Final = "Failed"
 COND_INVALID: Final = "InvalidSpec"
 COND_BUDGET: Final = "BudgetExceeded"
+COND_BAD_PROGRESS: Final = "InvalidProgress"  # the trainer reported fields out of bounds (left out of status)
 
 # InferenceService: the label on its Deployment, Service and pods; condition types.
 LABEL_ISVC: Final = "lepton.ai/inferenceservice"

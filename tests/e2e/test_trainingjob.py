@@ -83,6 +83,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("gpu-type-without-gpus", {"gpusPerReplica": 0, "gpuType": "NVIDIA-A100-SXM4-80GB"}, "spec.gpuType needs"),
     ("negative-deadline", {"activeDeadlineSeconds": 0}, "spec.activeDeadlineSeconds"),
     ("unknown-policy-type", {"failurePolicy": {"maxRestarts": -3}}, "spec.failurePolicy.maxRestarts"),
+    ("zero-speed", {"prices": {"gpus": {"NVIDIA-L4": {"onDemand": 1, "relativeSpeed": 0}}}}, "relativeSpeed"),
 ]
 
 

@@ -244,7 +244,13 @@ class PriceOverride(KubeModel):
                 "properties": {
                     "onDemand": {"type": "number", "minimum": 0, "maximum": 1000, "description": "$/GPU-hour."},
                     "spot": {"type": "number", "minimum": 0, "maximum": 1000, "description": "$/GPU-hour on spot."},
-                    "relativeSpeed": {"type": "number", "minimum": 0, "maximum": 100, "description": "vs A100."},
+                    "relativeSpeed": {
+                        "type": "number",
+                        "minimum": 0,
+                        "exclusiveMinimum": True,
+                        "maximum": 100,
+                        "description": "Training throughput vs an A100 (> 0).",
+                    },
                 },
                 "required": ["onDemand"],
             }

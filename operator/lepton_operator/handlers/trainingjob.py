@@ -31,7 +31,7 @@ from ..constants import (
     MANAGER,
     TRAININGJOB_PLURAL,
 )
-from ..kube.client import Kube, merge_patch
+from ..kube.client import BadReply, Kube, merge_patch
 from ..kube.errors import ApiError, Conflict
 from ..kube.events import post_event
 from ..kube.informer import Index, Informer
@@ -86,7 +86,7 @@ class TrainingJobController:
         self._written = WriteCache()
         # Pods we created that the index has not shown yet: key -> {name: monotonic time}. Saves a 409 each.
         self._created: dict[Key, dict[str, float]] = {}
-        self._progress: dict[Key, tuple[float, dict[str, Any] | None]] = {}
+        self._progress: dict[Key, tuple[float, dict[str, Any] | None, str | None]] = {}  # time, doc, error
         self._deleted_nodes: dict[str, float] = {}
         self._unhealthy_nodes: set[str] = set()  # NotReady or tainted unreachable/not-ready, as last seen
         self.prices: PriceTable = DEFAULT_PRICES
@@ -227,20 +227,27 @@ class TrainingJobController:
         used = await self.usage.used()
         return None if used is None else workers_that_fit(job, nodes, used, own)
 
-    async def _live_progress(self, key: Key, job: TrainingJob, pods: list[PodView]) -> dict[str, Any] | None:
-        """Rank 0's /progress document, fetched at most every PROGRESS_POLL seconds while the job runs."""
+    async def _live_progress(
+        self, key: Key, job: TrainingJob, pods: list[PodView]
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """Rank 0's /progress document (or why its reply was refused), fetched at most every PROGRESS_POLL
+        seconds while the job runs."""
         if job.status.phase != "Running":
             self._progress.pop(key, None)
-            return None
-        fetched, doc = self._progress.get(key, (-1e9, None))
+            return None, None
+        fetched, doc, error = self._progress.get(key, (-1e9, None, None))
         if time.monotonic() - fetched < PROGRESS_POLL:
-            return doc
+            return doc, error
         epoch = job.status.restart_epoch or 0
         rank0 = next((q for q in pods if q.epoch == epoch and q.rank == 0 and q.ip and q.phase == "Running"), None)
         if rank0 is not None:
-            doc = await self.kube.fetch_json(f"http://{rank0.ip}:{contract.PROGRESS_PORT}/progress", seconds=1.0)
-        self._progress[key] = (time.monotonic(), doc)
-        return doc
+            url = f"http://{rank0.ip}:{contract.PROGRESS_PORT}/progress"
+            try:
+                doc, error = await self.kube.fetch_json(url, seconds=1.0), None
+            except BadReply as exc:
+                doc, error = None, f"{rank0.name}'s /progress: {exc}"[:512]
+        self._progress[key] = (time.monotonic(), doc, error)
+        return doc, error
 
     async def reconcile(self, key: Key) -> float | None:
         with metrics.RECONCILE.time():
@@ -261,13 +268,17 @@ class TrainingJobController:
         pods = list(idx.pods.get(key, []))
         lost = self.lost_nodes()
         nodes = {q.node: n for q in pods if q.node for n in idx.nodes.get(q.node, [])}
-        prices = self.prices.merged(
-            job.spec.prices.to_wire() if job.spec.prices else None, f"spec.prices over {self.prices.source}"
-        )
+        try:
+            prices = self.prices.merged(
+                job.spec.prices.to_wire() if job.spec.prices else None, f"spec.prices over {self.prices.source}"
+            )
+        except ValidationError as exc:  # e.g. relativeSpeed 0, which an older CRD let through
+            await self._report_invalid(key, body, exc, now, "spec.prices.")
+            return None
         try:
             capacity = await self._capacity(job, pods, lost)
-            live = await self._live_progress(key, job, pods)
-            seen = Observed(pods, key in idx.services, lost, capacity, nodes, prices, live)
+            live, live_error = await self._live_progress(key, job, pods)
+            seen = Observed(pods, key in idx.services, lost, capacity, nodes, prices, live, live_error)
             decision = plan(job, seen, now)
             await self._apply(key, body, decision, now)
         except Conflict as exc:  # the job moved since this pass read it: plan again from the newer version
@@ -372,9 +383,11 @@ class TrainingJobController:
         if names:
             self._created.setdefault(key, {}).update(names)
 
-    async def _report_invalid(self, key: Key, body: dict[str, Any], exc: ValidationError, now: datetime) -> None:
+    async def _report_invalid(
+        self, key: Key, body: dict[str, Any], exc: ValidationError, now: datetime, prefix: str = ""
+    ) -> None:
         """Runtime invalid state (e.g. a CRD older than the operator): a condition and an Event, no crash."""
-        errors = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        errors = "; ".join(f"{prefix}{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
         status = dict(body.get("status") or {})
         if any(c.get("type") == COND_INVALID and c.get("message") == errors for c in status.get("conditions") or []):
             return

@@ -93,7 +93,7 @@ class Kube:
                 await session.close()
 
     async def fetch_json(self, url: str, seconds: float = 1.0) -> dict[str, Any] | None:
-        """GET JSON from a pod's own endpoint (no API credentials are sent there)."""
+        """GET a JSON object from a pod's own endpoint (no API credentials are sent there); see fetch_json_from."""
         if self._pods is None or self._pods.closed:
             self._pods = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32))
         return await fetch_json_from(self._pods, url, seconds)
@@ -214,13 +214,38 @@ class Kube:
         return items
 
 
+MAX_POD_REPLY = 64 * 1024  # bytes of a pod's JSON document (progress, readiness) the operator will read
+
+
+class BadReply(Exception):
+    """A pod answered with something other than a small JSON object."""
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or BadReply when it is larger than `limit` bytes (a pod's reply is untrusted)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise BadReply(f"reply of {resp.content_length} bytes is larger than {limit}")
+    data = bytearray()
+    async for chunk in resp.content.iter_chunked(16384):
+        data += chunk
+        if len(data) > limit:
+            raise BadReply(f"reply is larger than {limit} bytes")
+    return bytes(data)
+
+
 async def fetch_json_from(session: aiohttp.ClientSession, url: str, seconds: float) -> dict[str, Any] | None:
-    """GET a small JSON document from a pod (progress, metrics); None when it does not answer."""
+    """GET a small JSON object from a pod; None when it does not answer, BadReply when its answer is unusable."""
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=seconds)) as resp:
             if resp.status != 200:
                 return None
-            doc = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+            raw = await read_limited(resp, MAX_POD_REPLY)
+    except (aiohttp.ClientError, TimeoutError):
         return None
-    return doc if isinstance(doc, dict) else None
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:  # includes invalid UTF-8
+        raise BadReply(f"reply is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise BadReply(f"reply is a JSON {type(doc).__name__}, not an object")
+    return doc

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from .client import MAX_POD_REPLY, BadReply, read_limited
+
 INFLIGHT_SECONDS = "lepton_serve_inflight_seconds"
 INFLIGHT = "lepton_serve_inflight_requests"
 MODEL_READY = "lepton_serve_model_ready"
+MAX_METRICS = 1024 * 1024  # bytes of a server's /metrics the operator will read
 
 
 @dataclass(frozen=True)
@@ -40,33 +43,36 @@ class PodScraper:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
-    async def _get(self, url: str) -> tuple[int, str]:
+    async def _get(self, url: str, limit: int) -> tuple[int, str]:
+        """Status and body (at most `limit` bytes: BadReply beyond; the server in a pod is untrusted)."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         async with self._session.get(url) as resp:
-            return resp.status, await resp.text()
+            return resp.status, (await read_limited(resp, limit)).decode("utf-8", "replace")
 
     async def scrape(self, ip: str, port: int, want_version: bool) -> PodReport | None:
         """None when the server does not answer (not started, gone, or no server at all)."""
         base = f"http://{ip}:{port}"
         try:
-            code, text = await self._get(f"{base}/metrics")
+            code, text = await self._get(f"{base}/metrics", MAX_METRICS)
             if code != 200:
                 return None
             seconds, inflight, loaded = parse_metrics(text)
             if loaded and not want_version:
                 return PodReport(seconds, inflight, True)
-            _, body = await self._get(f"{base}/v2/health/ready")
+            _, body = await self._get(f"{base}/v2/health/ready", MAX_POD_REPLY)
             doc = json.loads(body)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except (aiohttp.ClientError, TimeoutError, ValueError, BadReply):  # unusable: as if it did not answer
             return None
+        if not isinstance(doc, dict):
+            doc = {}
         return PodReport(
             seconds,
             inflight,
             bool(doc.get("ready")),
-            str(doc.get("state", "")),
-            str(doc.get("reason", "")),
-            str(doc.get("version", "")),
+            str(doc.get("state", ""))[:32],
+            str(doc.get("reason", ""))[:512],
+            str(doc.get("version", ""))[:128],
         )
 
     async def close(self) -> None:

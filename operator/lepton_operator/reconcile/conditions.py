@@ -7,6 +7,8 @@ from typing import Literal
 
 from ..api.base import Condition
 
+MAX_MESSAGE = 4096  # Condition.message's bound in the CRD
+
 
 @dataclass(frozen=True)
 class Transition:
@@ -27,7 +29,11 @@ def set_condition(
     now: str,
     generation: int | None,
 ) -> Transition | None:
-    """Upsert a condition in place; return the transition when it is new or its status flipped."""
+    """Upsert a condition in place; return the transition when it is new or its status flipped.
+
+    The message is cut to the schema's bound: it may quote what a pod or the scheduler said.
+    """
+    message = message[:MAX_MESSAGE]
     value: Literal["True", "False"] = "True" if status else "False"
     for i, cond in enumerate(conditions):
         if cond.type == type_:

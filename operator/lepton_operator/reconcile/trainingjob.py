@@ -12,8 +12,10 @@ from ..api.trainingjob import LastFailure, TrainingJob, TrainingJobStatus
 from ..builders.names import pod_name, selector
 from ..builders.trainingjob import headless_service, worker_pod
 from ..constants import (
+    COND_BAD_PROGRESS,
     COND_BUDGET,
     COND_FAILED,
+    COND_INVALID,
     COND_RESTARTING,
     COND_RUNNING,
     COND_SCHEDULED,
@@ -70,6 +72,7 @@ class Observed:
     nodes: Mapping[str, NodeView] = field(default_factory=dict)  # for prices: GPU product, spot or on-demand
     prices: PriceTable = field(default_factory=lambda: DEFAULT_PRICES)
     live_progress: dict[str, Any] | None = None  # rank 0's latest /progress document, when fetched
+    live_progress_error: str | None = None  # why rank 0's last /progress reply was refused (too large, not JSON)
 
 
 def phase_of(conditions: list[Condition]) -> str:
@@ -221,6 +224,7 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
     if not seen.service_exists:
         p.plan.create.append(headless_service(job))
 
+    p.drop(COND_INVALID, "ValidSpec", "the spec is valid")
     epoch = st.restart_epoch = st.restart_epoch or 0
     st.restarts = st.restarts or 0
     current = [q for q in seen.pods if q.epoch == epoch]
@@ -239,8 +243,10 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
                 p.plan.requeue(left)
         return p.result()
 
-    if (reported := progress(current, seen.live_progress)) is not None:
-        st.progress = reported
+    report = progress(current, seen.live_progress)
+    if report.progress is not None:
+        st.progress = report.progress
+    _report_problems(p, [*report.problems, *filter(None, [seen.live_progress_error])])
     eta = st.progress.eta_seconds if st.progress and st.progress.source == "endpoint" else None
     st.cost = accrue(job, seen.pods, seen.nodes, seen.prices, now, eta)
     budget_stop = over_budget(job, st.cost)
@@ -362,6 +368,15 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
         if not unschedulable and due <= 0:
             st.message = f"starting: {ready}/{world} workers running"
     return p.result()
+
+
+def _report_problems(p: _Pass, problems: list[str]) -> None:
+    """Bad data from the trainer: a condition and a Warning Event (once), the rest of the pass goes on."""
+    if problems:
+        text = "; ".join(problems)[:1024]
+        p.cond(COND_BAD_PROGRESS, True, "InvalidProgress", f"progress fields left out: {text}", warning=True)
+    else:
+        p.drop(COND_BAD_PROGRESS, "ValidProgress", "the trainer's progress reports are valid")
 
 
 def _resize(p: _Pass, current: list[PodView], world: int, target: int, low: int) -> tuple[int, str] | None:
