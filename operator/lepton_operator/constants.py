@@ -40,6 +40,7 @@ COND_FAILED: Final = "Failed"
 COND_INVALID: Final = "InvalidSpec"
 COND_BUDGET: Final = "BudgetExceeded"
 COND_BAD_PROGRESS: Final = "InvalidProgress"  # the trainer reported fields out of bounds (left out of status)
+COND_REPLICA_FAILURE: Final = "ReplicaFailure"  # the API server refused to create a worker (as a ReplicaSet's)
 
 # InferenceService: the label on its Deployment, Service and pods; condition types.
 LABEL_ISVC: Final = "lepton.ai/inferenceservice"

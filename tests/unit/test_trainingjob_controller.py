@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 from lepton_operator.api.trainingjob import TrainingJobStatus
 from lepton_operator.handlers.trainingjob import TrainingJobController
-from lepton_operator.kube.errors import ApiError
+from lepton_operator.kube.errors import ApiError, Refused
 from lepton_operator.reconcile.observe import PodView, pod_view
 
 from .fakekube import FakeKube, controller
@@ -109,3 +111,38 @@ async def test_an_epoch_is_stored_before_it_is_acted_on_so_a_failed_create_is_re
     assert deleted == ["mnist-0-0"]  # never a pod of the new epoch
     first_write = kube.calls.index(("patch status", "mnist"))
     assert first_write < kube.calls.index(("delete pods", "mnist-0-0"))  # stored first, then acted on
+
+
+QUOTA = json.dumps(
+    {
+        "kind": "Status",
+        "code": 403,
+        "message": 'pods "mnist-0-0" is forbidden: exceeded quota: gpus, requested: nvidia.com/gpu=4, limited: 8',
+    }
+)
+
+
+async def test_a_create_the_api_server_refuses_is_a_condition_and_an_event_with_its_message_and_backs_off() -> None:
+    quota = True
+
+    def fault(verb: str, obj: dict) -> Exception | None:
+        if quota and verb == "create" and obj["kind"] == "Pod":
+            return Refused(403, "POST", "pods", QUOTA)
+        return None
+
+    kube = FakeKube(fault)
+    ctl = controller(kube, job_body())
+    delays = [await ctl.reconcile(KEY), await ctl.reconcile(KEY)]
+    status = kube.stored[KEY]["status"]
+    cond = next(c for c in status["conditions"] if c["type"] == "ReplicaFailure")
+    assert cond["status"] == "True" and cond["reason"] == "FailedCreate" and "exceeded quota" in cond["message"]
+    assert status["message"].startswith('cannot create workers: Pod mnist-0-0: pods "mnist-0-0" is forbidden')
+    assert [name for verb, name in kube.calls if verb == "create Event"] == ["FailedCreate"]  # once, not per pass
+    assert delays[0] is not None and delays[1] is not None and 0 < delays[0] < delays[1]  # backing off
+
+    quota = False  # the quota was raised
+    await ctl.reconcile(KEY)
+    sync_pods(ctl, kube, {})
+    await ctl.reconcile(KEY)
+    cond = next(c for c in kube.stored[KEY]["status"]["conditions"] if c["type"] == "ReplicaFailure")
+    assert cond["status"] == "False" and KEY not in ctl._refused and KEY not in ctl._failures

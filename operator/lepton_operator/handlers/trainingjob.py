@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +32,7 @@ from ..constants import (
     TRAININGJOB_PLURAL,
 )
 from ..kube.client import BadReply, Kube, merge_patch
-from ..kube.errors import ApiError, Conflict
+from ..kube.errors import ApiError, Conflict, Refused
 from ..kube.events import post_event
 from ..kube.informer import Index, Informer
 from ..kube.usage import GpuUsage
@@ -83,6 +83,7 @@ class TrainingJobController:
         self.backoff_max = self.config.requeue_backoff_max
         self.job_listeners: list[Callable[[str, str], None]] = []  # told of every job change (InferenceService)
         self._failures: dict[Key, int] = {}
+        self._refused: dict[Key, str] = {}  # the API server's answer to the last refused create, until one succeeds
         self._written = WriteCache()
         # Pods we created that the index has not shown yet: key -> {name: monotonic time}. Saves a 409 each.
         self._created: dict[Key, dict[str, float]] = {}
@@ -187,6 +188,7 @@ class TrainingJobController:
         self._created.pop(key, None)
         self._progress.pop(key, None)
         self._failures.pop(key, None)
+        self._refused.pop(key, None)
 
     # -- nodes -------------------------------------------------------------------------------------
     def node_deleted(self, name: str) -> None:
@@ -278,9 +280,13 @@ class TrainingJobController:
         try:
             capacity = await self._capacity(job, pods, lost)
             live, live_error = await self._live_progress(key, job, pods)
-            seen = Observed(pods, key in idx.services, lost, capacity, nodes, prices, live, live_error)
+            seen = Observed(
+                pods, key in idx.services, lost, capacity, nodes, prices, live, live_error, self._refused.get(key)
+            )
             decision = plan(job, seen, now)
-            await self._apply(key, body, decision, now)
+            refused = await self._apply(
+                key, body, decision, now, lambda why: plan(job, replace(seen, create_refused=why), now)
+            )
         except Conflict as exc:  # the job moved since this pass read it: plan again from the newer version
             log.info("trainingjob %s/%s: changed meanwhile; planning again", *key)
             return self._retry_after(key, exc, quiet=True)
@@ -292,12 +298,14 @@ class TrainingJobController:
             return self._retry_after(key, exc)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return self._retry_after(key, exc)
-        self._failures.pop(key, None)
         self._observe(key, body, job.status, decision)
+        if refused:  # reported in status and an Event; the same request would be refused again at once
+            return self._retry_after(key, f"the API server refused a create: {refused}")
+        self._failures.pop(key, None)
         requeue: float | None = decision.requeue_after
         return requeue
 
-    def _retry_after(self, key: Key, exc: Exception, quiet: bool = False) -> float:
+    def _retry_after(self, key: Key, exc: object, quiet: bool = False) -> float:
         """Exponential backoff (capped) after a failed apply; the next pass recomputes everything."""
         tries = self._failures[key] = self._failures.get(key, 0) + 1
         delay = min(self.backoff_max, 0.5 * (1 << min(tries, 10)))
@@ -317,14 +325,35 @@ class TrainingJobController:
         if p.first_pods_complete and (created := body["metadata"].get("creationTimestamp")):
             metrics.APPLY_TO_PODS.observe(max(0.0, time.time() - epoch_seconds(created)))
 
-    async def _apply(self, key: Key, body: dict[str, Any], p: Plan, now: datetime) -> None:
-        ns, name = key
+    async def _apply(
+        self, key: Key, body: dict[str, Any], p: Plan, now: datetime, knowing: Callable[[str | None], Plan]
+    ) -> str | None:
+        """Act on the children, then store the status and post the Events. When the API server refused a create
+        (or accepts them again), the status and Events come from `knowing(refusal)`: the plan that knows it.
+        Returns the refusal, if any."""
+        self._log(key, body, p)
+        if p.delete_job:
+            await self.kube.delete(API_VERSION, TRAININGJOB_PLURAL, *key, propagationPolicy="Background")
+            return None
+        known = self._refused.get(key)  # what the plan was told
+        refused = await self._apply_children(key, p)  # forgets the last refusal once a create succeeds
+        if refused:
+            self._refused[key] = refused
+        if (now_known := self._refused.get(key)) != known:
+            told = knowing(now_known)
+            p.status, p.events = told.status, told.events
+        if p.status is not None:
+            await self._write_status(key, body, p.status)
+        for ev in p.events:
+            await post_event(self.kube, body, ev.type, ev.reason, ev.message, now)
+        return refused
+
+    def _log(self, key: Key, body: dict[str, Any], p: Plan) -> None:
         if p.create or p.delete or p.force_delete or p.status is not None or p.delete_job:
             st = p.status or TrainingJobStatus.model_validate(body.get("status") or {})
             log.info(
                 "trainingjob %s/%s: epoch %s %s: create %d, delete %d (+%d forced)%s%s",
-                ns,
-                name,
+                *key,
                 st.restart_epoch,
                 st.phase,
                 len(p.create),
@@ -333,9 +362,11 @@ class TrainingJobController:
                 f", new epoch ({p.new_epoch_reason})" if p.new_epoch_reason else "",
                 ", deleting the finished job (TTL)" if p.delete_job else "",
             )
-        if p.delete_job:
-            await self.kube.delete(API_VERSION, TRAININGJOB_PLURAL, ns, name, propagationPolicy="Background")
-            return
+
+    async def _apply_children(self, key: Key, p: Plan) -> str | None:
+        """Deletes, then creates; the API server's message when it refused a create (Refused: the same request
+        would fail again), raising any other error."""
+        ns = key[0]
         await asyncio.gather(
             *(self.kube.delete("v1", "pods", ns, pod) for pod in p.delete),
             *(self.kube.delete("v1", "pods", ns, pod, gracePeriodSeconds=0) for pod in p.force_delete),
@@ -350,13 +381,17 @@ class TrainingJobController:
             p.requeue(CREATE_MEMORY)
         results = await asyncio.gather(*(self.kube.create(obj) for obj in todo), return_exceptions=True)
         self._remember(key, [o for o, r in zip(todo, results, strict=True) if not isinstance(r, BaseException)])
+        refusals = [
+            f"{o['kind']} {o['metadata']['name']}: {r.message}"
+            for o, r in zip(todo, results, strict=True)
+            if isinstance(r, Refused) and not r.namespace_gone
+        ]
         for r in results:
-            if isinstance(r, BaseException):
+            if isinstance(r, BaseException) and not (isinstance(r, Refused) and not r.namespace_gone):
                 raise r
-        if p.status is not None:
-            await self._write_status(key, body, p.status)
-        for ev in p.events:
-            await post_event(self.kube, body, ev.type, ev.reason, ev.message, now)
+        if todo and not refusals:
+            self._refused.pop(key, None)
+        return refusals[0] if refusals else None
 
     async def _write_status(self, key: Key, body: dict[str, Any], status: TrainingJobStatus) -> None:
         """Store exactly `status`: a merge patch from the stored status (nulls at any depth), conditional on the

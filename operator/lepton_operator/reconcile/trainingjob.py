@@ -16,6 +16,7 @@ from ..constants import (
     COND_BUDGET,
     COND_FAILED,
     COND_INVALID,
+    COND_REPLICA_FAILURE,
     COND_RESTARTING,
     COND_RUNNING,
     COND_SCHEDULED,
@@ -73,6 +74,7 @@ class Observed:
     prices: PriceTable = field(default_factory=lambda: DEFAULT_PRICES)
     live_progress: dict[str, Any] | None = None  # rank 0's latest /progress document, when fetched
     live_progress_error: str | None = None  # why rank 0's last /progress reply was refused (too large, not JSON)
+    create_refused: str | None = None  # the API server's answer when it last refused to create a child
 
 
 def phase_of(conditions: list[Condition]) -> str:
@@ -139,6 +141,7 @@ class _Pass:
         self.cond(COND_SUCCEEDED if succeeded else COND_FAILED, True, reason, message, warning=not succeeded)
         self.drop(COND_RUNNING, reason, message)
         self.drop(COND_RESTARTING, reason, message)
+        self.drop(COND_REPLICA_FAILURE, reason, message)
         self.status.completion_time = self.stamp
         self.status.message = message
         self.status.ready_replicas = 0
@@ -264,6 +267,7 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
         p.cond(COND_SUSPENDED, True, "BudgetExceeded" if budget_stop else "Suspended", f"{why}: pods deleted")
         p.drop(COND_RUNNING, "Suspended", "job is suspended")
         p.drop(COND_RESTARTING, "Suspended", "job is suspended")
+        p.drop(COND_REPLICA_FAILURE, "Suspended", "job is suspended")
         st.start_time = None
         st.ready_replicas = 0
         st.ready = f"0/{st.replicas or target_size(job)}"
@@ -339,12 +343,18 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
     p.delete([q for q in current if q.rank >= world])
     last = st.last_failure
     due = 0.0 if last is None or not last.counted else backoff_seconds(job, st.restarts) - seconds_since(last.time, now)
+    refused = None
     if len(have & set(range(world))) < world:
         if due > 0:
             p.plan.requeue(due)
             st.message = f"backing off {due:.0f}s before epoch {epoch} (restart {st.restarts})"
         else:
             p.create_epoch_pods(have)
+            refused = seen.create_refused
+    else:
+        p.drop(COND_REPLICA_FAILURE, "AllCreated", f"all {world} workers of epoch {epoch} exist")
+    if refused:
+        p.cond(COND_REPLICA_FAILURE, True, "FailedCreate", refused, warning=True)
 
     ready = sum(1 for q in current if q.phase == "Running" and q.ready and not q.deleting and q.rank < world)
     st.ready_replicas, st.ready = ready, f"{ready}/{world}"
@@ -365,7 +375,9 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
         st.message = f"running {world} workers" + (f" (target {target})" if world < target else "")
     else:
         p.drop(COND_RUNNING, "WaitingForWorkers", f"{ready}/{world} workers running")
-        if not unschedulable and due <= 0:
+        if refused:
+            st.message = f"cannot create workers: {refused}"
+        elif not unschedulable and due <= 0:
             st.message = f"starting: {ready}/{world} workers running"
     return p.result()
 
