@@ -41,6 +41,7 @@ from ..reconcile.autoscale import Decision, Policy, Sample, decide
 from ..reconcile.capacity import NodeView
 from ..reconcile.inferenceservice import Observed, Plan, desired_replicas, plan
 from ..reconcile.serving import DeploymentView, Probes, ServePod, deployment_view, serve_pod
+from .invalid import describe, report_invalid
 from .runtime import WorkQueue, WriteCache
 from .trainingjob import TrainingJobController
 
@@ -202,8 +203,10 @@ class InferenceServiceController:
         now = datetime.now(UTC)
         try:
             isvc = InferenceService.model_validate(body)
-        except ValidationError as exc:
-            log.warning("inferenceservice %s/%s: invalid: %s", *key, exc)
+        except ValidationError as exc:  # the same condition and Event as a TrainingJob's
+            errors = describe(exc)
+            fields = {"ready": "False", "message": f"invalid spec: {errors}"[:4096]}
+            await report_invalid(self.kube, INFERENCESERVICE_PLURAL, body, errors, now, fields)
             return None
         st = self.state(key)
         job = None

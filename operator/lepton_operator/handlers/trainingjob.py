@@ -24,7 +24,6 @@ from ..api.trainingjob import TrainingJob, TrainingJobStatus
 from ..config import OperatorConfig
 from ..constants import (
     API_VERSION,
-    COND_INVALID,
     LABEL_JOB,
     LABEL_MANAGED_BY,
     LABEL_NAME,
@@ -40,7 +39,8 @@ from ..prices import DEFAULT_PRICES, PriceTable
 from ..reconcile.capacity import NodeView, node_view, workers_that_fit
 from ..reconcile.observe import PodView, pod_view
 from ..reconcile.trainingjob import Observed, Plan, plan, target_size
-from ..timestamps import epoch_seconds, rfc3339
+from ..timestamps import epoch_seconds
+from .invalid import describe, report_invalid
 from .runtime import WorkQueue, WriteCache
 
 log = logging.getLogger("lepton_operator.trainingjob")
@@ -422,24 +422,6 @@ class TrainingJobController:
         self, key: Key, body: dict[str, Any], exc: ValidationError, now: datetime, prefix: str = ""
     ) -> None:
         """Runtime invalid state (e.g. a CRD older than the operator): a condition and an Event, no crash."""
-        errors = "; ".join(f"{prefix}{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
-        status = dict(body.get("status") or {})
-        if any(c.get("type") == COND_INVALID and c.get("message") == errors for c in status.get("conditions") or []):
-            return
-        conditions = [c for c in status.get("conditions") or [] if c.get("type") != COND_INVALID]
-        conditions.append(
-            {
-                "type": COND_INVALID,
-                "status": "True",
-                "reason": "InvalidSpec",
-                "message": errors,
-                "lastTransitionTime": rfc3339(now),
-            }
-        )
-        log.warning("trainingjob %s/%s: invalid spec: %s", *key, errors)
-        try:
-            patch = {"conditions": conditions, "phase": "Failed", "message": f"invalid spec: {errors}"}
-            await self.kube.patch_status(API_VERSION, TRAININGJOB_PLURAL, *key, patch)
-            await post_event(self.kube, body, "Warning", "InvalidSpec", errors, now)
-        except (ApiError, aiohttp.ClientError) as api_exc:
-            log.warning("trainingjob %s/%s: cannot report invalid spec: %s", *key, api_exc)
+        errors = describe(exc, prefix)
+        fields = {"phase": "Failed", "message": f"invalid spec: {errors}"[:4096]}
+        await report_invalid(self.kube, TRAININGJOB_PLURAL, body, errors, now, fields)

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..api.base import Condition
 from ..api.inferenceservice import InferenceService, ServingCost
 from ..api.trainingjob import TrainingJob
 from ..builders import inferenceservice as build
-from ..constants import COND_MODEL_LOADED, COND_READY, GPU_PRODUCT_LABEL
+from ..constants import COND_INVALID, COND_MODEL_LOADED, COND_READY, GPU_PRODUCT_LABEL
 from ..prices import DEFAULT_PRICES, PriceTable
 from ..timestamps import rfc3339
 from .autoscale import Decision
@@ -68,7 +70,12 @@ def resolve_model(isvc: InferenceService, job_body: dict[str, Any] | None) -> bu
     name = src.from_training_job
     if job_body is None:
         raise Unresolved("TrainingJobNotFound", f"trainingjob {name} does not exist in this namespace")
-    job = TrainingJob.model_validate(job_body)
+    try:
+        job = TrainingJob.model_validate(job_body)
+    except ValidationError as exc:
+        raise Unresolved(
+            "TrainingJobInvalid", f"trainingjob {name} has an invalid spec: {exc.errors()[0]['msg']}"
+        ) from exc
     phase = job.status.phase or "Pending"
     if phase != "Succeeded":
         raise Unresolved("WaitingForTrainingJob", f"trainingjob {name} is {phase}; serving starts when it succeeds")
@@ -135,6 +142,8 @@ def plan(isvc: InferenceService, seen: Observed, now: datetime) -> Plan:
         if t is not None:
             p.events.append(Event("Normal" if ok else "Warning", reason, f"{type_}: {message}"))
 
+    if get(conditions, COND_INVALID) is not None:  # readable again: no Event for the good news
+        set_condition(conditions, COND_INVALID, False, "ValidSpec", "the spec is valid", stamp, gen)
     name = isvc.metadata["name"]
     try:
         model = resolve_model(isvc, seen.training_job)

@@ -1,0 +1,52 @@
+"""The InferenceService controller's pass against a fake API: an invalid spec is reported, never only logged."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from lepton_operator.config import OperatorConfig
+from lepton_operator.handlers.inferenceservice import Indexes, InferenceServiceController
+from lepton_operator.prices import DEFAULT_PRICES
+
+from .fakekube import FakeKube
+from .jobs import job_body
+
+KEY = ("ml", "digits")
+
+
+def isvc(model: dict[str, Any]) -> dict[str, Any]:
+    meta = {"name": "digits", "namespace": "ml", "uid": "u-2", "generation": 1, "resourceVersion": "3"}
+    return {"apiVersion": "lepton.ai/v1alpha1", "kind": "InferenceService", "metadata": meta, "spec": {"model": model}}
+
+
+def controller(
+    kube: FakeKube, body: dict[str, Any], jobs: dict[Any, list[Any]] | None = None
+) -> InferenceServiceController:
+    ctl = InferenceServiceController(kube, OperatorConfig(), lambda: DEFAULT_PRICES)  # type: ignore[arg-type]
+    kube.stored[KEY] = copy.deepcopy(body)
+    ctl.idx = Indexes({KEY: [body]}, {}, {}, {}, jobs or {}, {})  # type: ignore[arg-type]
+    return ctl
+
+
+async def test_an_invalid_spec_is_a_condition_and_one_event() -> None:
+    kube = FakeKube()
+    ctl = controller(kube, isvc({"modelPath": "relative/path"}))  # the CRD's pattern would refuse it
+    assert await ctl.reconcile(KEY) is None
+    status = kube.stored[KEY]["status"]
+    cond = next(c for c in status["conditions"] if c["type"] == "InvalidSpec")
+    assert cond["status"] == "True" and "spec.model.modelPath" in cond["message"]
+    assert status["ready"] == "False" and status["message"].startswith("invalid spec: ")
+    ctl.idx.isvcs[KEY][0]["status"] = status  # type: ignore[index]
+    await ctl.reconcile(KEY)
+    assert [name for verb, name in kube.calls if verb == "create Event"] == ["InvalidSpec"]  # once
+
+
+async def test_a_service_of_an_unreadable_trainingjob_says_so_instead_of_failing_every_pass() -> None:
+    kube = FakeKube()
+    job = job_body(replicas=0)  # out of bounds for the model
+    job["metadata"]["name"] = "train"
+    ctl = controller(kube, isvc({"fromTrainingJob": "train"}), {("ml", "train"): [job]})
+    await ctl.reconcile(KEY)
+    cond = next(c for c in kube.stored[KEY]["status"]["conditions"] if c["type"] == "ModelLoaded")
+    assert cond["status"] == "False" and cond["reason"] == "TrainingJobInvalid"
