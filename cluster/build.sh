@@ -23,20 +23,36 @@ log() { echo "[build] $*" >&2; }
 
 stamp_ok() { [ -f "$1/.complete" ]; }
 
-build_kube() {
-  local out="$bin/kubernetes-$KUBE_VERSION"
-  stamp_ok "$out" && return 0
-  log "kubernetes $KUBE_VERSION: kube-apiserver kube-scheduler kube-controller-manager kubectl (cold: ~7 min, ~2.2 GiB)"
+kube_ldflags() { # the version stamp every Kubernetes binary reports
   local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   local ld="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
+  echo "$ld"
+}
+
+build_kube() {
+  local out="$bin/kubernetes-$KUBE_VERSION"
+  stamp_ok "$out" && return 0
+  log "kubernetes $KUBE_VERSION: kube-apiserver kube-scheduler kube-controller-manager kubectl (cold: ~7 min, ~2.2 GiB)"
   mkdir -p "$out.tmp"
-  (cd "$here/go/kubernetes" && go build -mod=mod -trimpath -ldflags "$ld" -o "$out.tmp/" \
+  (cd "$here/go/kubernetes" && go build -mod=mod -trimpath -ldflags "$(kube_ldflags)" -o "$out.tmp/" \
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler \
       k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$out/.complete"
+}
+
+# The kubelet of the real nodes: same module and release, its own stamp (adding it leaves the
+# control-plane build above valid). Linked with cgo off, like the rest.
+build_kubelet() {
+  local out="$bin/kubelet-$KUBE_VERSION"
+  stamp_ok "$out" && return 0
+  log "kubelet $KUBE_VERSION (after the control plane: ~1 min)"
+  mkdir -p "$out.tmp"
+  (cd "$here/go/kubernetes" && go build -mod=mod -trimpath -ldflags "$(kube_ldflags)" -o "$out.tmp/" \
+      k8s.io/kubernetes/cmd/kubelet)
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$out/.complete"
 }
 
@@ -63,10 +79,11 @@ build_etcd
 go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
 go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 build_kube
+build_kubelet
 # One folder of links with the versions of versions.env: what cluster-up puts on PATH.
 current="$bin/current"
 mkdir -p "$current"
-ln -sf "$bin/kubernetes-$KUBE_VERSION"/* "$current/"
+ln -sf "$bin/kubernetes-$KUBE_VERSION"/* "$bin/kubelet-$KUBE_VERSION/kubelet" "$current/"
 ln -sf "$bin/etcd-$ETCD_VERSION/etcd" "$bin/kwok-$KWOK_VERSION/kwok" "$bin/helm-$HELM_VERSION/helm" "$current/"
 log "binaries ready in $(( $(date +%s) - start )) s"
 echo "$current"

@@ -31,6 +31,8 @@ import yaml
 from . import config as cfg
 from .config import ClusterConfig, GpuType
 from .pki import Pki
+from .realnode.node import RealNodeError, RealNodes
+from .realnode.node import write_files as write_node_files
 
 #: Start order; `down` stops in reverse.
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -114,8 +116,12 @@ class Cluster:
         self.config = config or ClusterConfig.from_env()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._api_client: Any = None
+        self._starting_real: list[str] = []
         #: seconds from the first process start to each readiness mark of the last `up`
         self.start_timings: dict[str, float] = {}
+        c = self.config
+        #: nodes with a real kubelet and containerd (docs/cluster.md, "Real nodes")
+        self.real = RealNodes(c.real_node_plan(), run_dir=c.run_dir, bin_dir=c.bin_dir, log_dir=c.log_dir)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Cluster:
@@ -171,6 +177,7 @@ class Cluster:
             if self._running_pids():
                 _log("stopping the leftovers of a previous cluster")
                 self._stop()
+            self._stop_real_nodes()
             if build:
                 built = self.build()
                 if built.resolve() != self.bin_dir.resolve():
@@ -205,18 +212,27 @@ class Cluster:
             pid = pids.get(name)
             running = pid is not None and _proc_alive(pid) and self._is_ours(pid)
             out[name] = ComponentStatus(name, pid, running, _rss_mib(pid) if running and pid else None)
+        for node in self.real.nodes:
+            for what, pid in self.real.pids(node).items():
+                out[f"{node}/{what}"] = ComponentStatus(
+                    f"{node}/{what}", pid, pid is not None, _rss_mib(pid) if pid else None
+                )
         return out
 
     # -- internals: preparation ------------------------------------------------------------
     def _preflight(self) -> None:
-        missing = cfg.missing_tools(self.bin_dir)
+        tools = (*cfg.TOOLS, "kubelet") if self.real.nodes else cfg.TOOLS
+        missing = cfg.missing_tools(self.bin_dir, tools)
         if missing:
             raise ClusterError(
                 f"missing tools in {self.bin_dir}: {', '.join(missing)} (run cluster/build.sh; it needs Go 1.26)"
             )
-        taken = cfg.taken_ports(self.config.ports)
+        taken = cfg.taken_ports(self.config.ports) + cfg.taken_real_node_ports(self.config.real_node_plan())
         if taken:
             raise ClusterError("; ".join(taken) + " (stop what uses it, or set LEPTON_PORT_OFFSET to move every port)")
+        problems = self.real.preflight()
+        if problems:
+            raise ClusterError("; ".join(problems) + " (LEPTON_REAL_NODES=0 starts none)")
 
     def _prepare_dirs(self) -> None:
         c = self.config
@@ -255,6 +271,9 @@ class Cluster:
         # requestheader part of kube-system/extension-apiserver-authentication, which the
         # scheduler's and controller-manager's delegated authentication read.
         pki.issue("front-proxy-client", "front-proxy-client")
+        # The apiserver's client cert towards kubelets (logs, exec, port-forward); the kubelets'
+        # webhook authorizer allows system:masters everything.
+        pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", organizations=("system:masters",))
         ca_b64 = pki.ca_b64()
         for name, (cn, groups) in identities.items():
             pair = pki.issue(name, cn, organizations=groups)
@@ -263,6 +282,8 @@ class Cluster:
             path.write_text(yaml.safe_dump(kc, sort_keys=False))
             path.chmod(0o600)
         pki.service_account_keys()
+        for node in self.real.nodes.values():
+            write_node_files(node, pki, c.apiserver_url)
 
     def _write_configs(self) -> None:
         c = self.config
@@ -319,6 +340,12 @@ class Cluster:
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
                 "--allow-privileged=true",
+                # Real nodes: reach kubelets at their InternalIP (never through the machine's DNS),
+                # with a client cert they trust, and check their serving certs against our CA.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
                 "--max-requests-inflight=800",
                 "--max-mutating-requests-inflight=400",
                 f"--profiling={str(c.profiling).lower()}",
@@ -404,6 +431,13 @@ class Cluster:
                 raise ClusterError(
                     f"{name} exited with code {code} during start-up; last lines of its log:\n" + self._tail(name, 30)
                 )
+        for node in self._starting_real:
+            for what, pid in self.real.pids(node).items():
+                if pid is None:
+                    log = f"{node}-{what}"
+                    raise ClusterError(
+                        f"{what} of {node} exited during start-up; last lines of its log:\n{self._tail(log, 30)}"
+                    )
 
     def _wait(self, what: str, predicate: Callable[[], bool], deadline: float) -> None:
         while True:
@@ -431,6 +465,7 @@ class Cluster:
             return lambda: (_http_get(port, path, ctx) or (0, ""))[0] == 200
 
         names = [cfg.node_name(i) for i in range(c.nodes.count)]
+        real = list(self.real.nodes)
         try:
             self._spawn("etcd")
             wait("etcd", answers(p.etcd, "/health", None))
@@ -439,15 +474,23 @@ class Cluster:
             for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
                 self._spawn(name)
             self.create_nodes(cfg.default_nodes(c.nodes))
+            if real:
+                self.real.start_all()
+                self._starting_real = real
+                marks["real nodes started"] = time.monotonic() - t0
             wait("scheduler", answers(p.scheduler, "/healthz", insecure))
             wait("controller-manager", answers(p.controller_manager, "/healthz", insecure))
             wait("kwok", answers(p.kwok, "/healthz", None))
             wait(f"{len(names)} nodes Ready", lambda: self._nodes_schedulable(names))
+            if real:
+                wait(f"{len(real)} real nodes Ready", lambda: self._nodes_schedulable(real))
             wait("default ServiceAccount", self._default_sa_exists)
         except BaseException:
             _log("start-up failed; stopping what was started")
+            self._starting_real = []
             self._stop()
             raise
+        self._starting_real = []
         elapsed = time.monotonic() - t0
         self.start_timings = marks
         detail = ", ".join(f"{k} {v:.1f} s" for k, v in marks.items())
@@ -476,9 +519,20 @@ class Cluster:
                     found[pid] = Path(_proc_cmdline(pid)[0]).name
         return found
 
+    def _stop_real_nodes(self) -> list[str]:
+        """Tear down the real nodes (processes, mounts, links, cgroups); fail if anything is left."""
+        try:
+            done = self.real.teardown(_log)
+        except (RealNodeError, RuntimeError, OSError) as e:
+            raise ClusterError(f"could not tear down the real nodes: {e}") from e
+        left = self.real.leftovers()
+        if left:
+            raise ClusterError(f"real nodes left behind: {', '.join(left)}")
+        return done
+
     def _stop(self) -> list[str]:
+        stopped = [f"real nodes ({'; '.join(done)})" for done in [self._stop_real_nodes()] if done]
         running = self._running_pids()
-        stopped: list[str] = []
         # Clients first, then the apiserver, then etcd.
         for group in (("kwok", "kube-scheduler", "kube-controller-manager"), ("kube-apiserver",), ("etcd",)):
             pids = [pid for pid, name in running.items() if name in group]
@@ -759,6 +813,38 @@ class Cluster:
         lost = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
         self._set_taints(name, lambda ts: [t for t in ts if t["key"] not in lost])
 
+    # -- real nodes ------------------------------------------------------------------------
+    @property
+    def real_node_names(self) -> list[str]:
+        return list(self.real.nodes)
+
+    def stop_real_node(self, name: str) -> None:
+        """Power cut of a real node: its kubelet, containerd, shims and containers are killed, its
+        mounts and containerd's state dropped. The node goes NotReady once the node lifecycle
+        controller misses its heartbeats (its Lease; ~40-50 s)."""
+        try:
+            self.real.stop(name)
+        except (RealNodeError, RuntimeError, OSError) as e:
+            raise ClusterError(f"could not stop real node {name}: {e}") from e
+
+    def start_real_node(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+        """Start a stopped real node again; with `wait`, until it is Ready and untainted."""
+        try:
+            self.real.start(name)
+        except (RealNodeError, RuntimeError, OSError) as e:
+            raise ClusterError(f"could not start real node {name}: {e}") from e
+        if wait:
+            deadline = time.monotonic() + timeout
+            while not self._nodes_schedulable([name]):
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"real node {name} not Ready within {timeout} s\n{self.logs_tail(15)}")
+                time.sleep(0.1)
+
+    def set_real_node_link(self, name: str, up: bool) -> None:
+        """Cut (False) or restore (True) a real node's network: its pods and its kubelet's port
+        become unreachable; the kubelet still reaches the apiserver (loopback), so it stays Ready."""
+        self.real.set_link(name, up)
+
     # -- pods ------------------------------------------------------------------------------
     def _terminate_pod(
         self,
@@ -895,7 +981,8 @@ class Cluster:
         return "\n".join(lines[-n:])
 
     def logs_tail(self, n: int = 40) -> str:
-        """The last `n` lines of every component's log, each under a header."""
+        """The last `n` lines of every component's log (real nodes' too), each under a header."""
+        names = [*ORDER, *(f"{node}-{what}" for node in self.real.nodes for what in ("containerd", "kubelet"))]
         return "\n".join(
-            f"----- {name} ({self.config.log_dir / (name + '.log')}) -----\n{self._tail(name, n)}" for name in ORDER
+            f"----- {name} ({self.config.log_dir / (name + '.log')}) -----\n{self._tail(name, n)}" for name in names
         )

@@ -23,6 +23,7 @@ NODE_NAME_PREFIX = "real-node-"
 #: Label and taint on every real node: pods opt in with a toleration (and a nodeSelector).
 RUNTIME_LABEL = "lepton.ai/runtime"
 RUNTIME_VALUE = "container"
+RUNTIME_TOLERATION = {"key": RUNTIME_LABEL, "operator": "Equal", "value": RUNTIME_VALUE, "effect": "NoSchedule"}
 #: Base ports (plus the cluster's port offset, plus the node index).
 KUBELET_PORT = 12250
 KUBELET_HEALTHZ_PORT = 12350
