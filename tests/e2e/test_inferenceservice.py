@@ -81,8 +81,9 @@ def test_a_service_from_a_finished_trainingjob_gets_ready_with_a_url(
     waiting = wait_status(cluster, namespace, "digits", cond_is("ModelLoaded", "False", "WaitingForTrainingJob"), 30,
                           "waiting for the TrainingJob")  # fmt: skip
     assert "digits-train is" in condition(waiting, "ModelLoaded")["message"]
-    # The "trainer" exports onto the job's hostPath checkpoint volume; then its pod completes.
-    export_digits_model(node_root / "var/lib/lepton/digits/export")
+    # The "trainer" exports into the job's own folder of its hostPath checkpoint volume; then its pod completes.
+    job = custom(cluster).get_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs", "digits-train")
+    export_digits_model(node_root / f"var/lib/lepton/digits/{namespace}/digits-train-{job['metadata']['uid']}/export")
     wait_phase(cluster, namespace, "digits-train", "Running")
     for pod in job_pods(cluster, namespace, "digits-train"):
         cluster.complete_pod(namespace, pod["metadata"]["name"])

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+from lepton_operator.api.trainingjob import TrainingJob
 from lepton_operator.builders.names import pod_name
 from lepton_operator.builders.trainingjob import contract_env, headless_service, worker_pod
 from lepton_operator.constants import GPU_PRODUCT_LABEL, LABEL_EPOCH, LABEL_JOB, LABEL_REPLICA
@@ -64,12 +68,35 @@ def test_rendezvous_host_changes_with_the_epoch() -> None:
     )
 
 
-def test_checkpoint_volume_is_mounted() -> None:
+def test_checkpoint_volume_is_mounted_at_the_jobs_own_folder() -> None:
     job = make_job(checkpoint={"volume": {"persistentVolumeClaim": "ckpt"}, "path": "/ckpt"})
     pod = worker_pod(job, 0, 0, 2)
     assert pod["spec"]["volumes"] == [{"name": "checkpoints", "persistentVolumeClaim": {"claimName": "ckpt"}}]
-    assert pod["spec"]["containers"][0]["volumeMounts"] == [{"name": "checkpoints", "mountPath": "/ckpt"}]
+    mount = {"name": "checkpoints", "mountPath": "/ckpt", "subPath": "ml/mnist-uid-1"}
+    assert pod["spec"]["containers"][0]["volumeMounts"] == [mount]
     assert env_of(pod)[contract.CHECKPOINT_DIR] == "/ckpt"
+
+
+def other_job(job: TrainingJob, name: str, uid: str) -> TrainingJob:
+    return job.model_copy(update={"metadata": {**job.metadata, "name": name, "uid": uid}})
+
+
+@pytest.mark.parametrize("volume", [{"persistentVolumeClaim": "shared"}, {"hostPath": "/data/ckpt"}])
+def test_jobs_sharing_a_checkpoint_volume_never_share_a_folder(volume: dict) -> None:
+    """Each job resumes from and prunes only its own checkpoints; a job made again under the same name starts
+    afresh; every epoch of one job sees the same folder."""
+    job = make_job(checkpoint={"volume": volume})
+
+    def where(j: TrainingJob, epoch: int = 0) -> tuple[str, str]:
+        pod = worker_pod(j, epoch, 0, 2)
+        mount = pod["spec"]["containers"][0]["volumeMounts"][0]
+        return json.dumps(pod["spec"]["volumes"], sort_keys=True), mount.get("subPath", "")
+
+    places = {where(job), where(other_job(job, "other", "uid-2")), where(other_job(job, "mnist", "uid-3"))}
+    assert len(places) == 3 and where(job, 0) == where(job, 5)
+    if "hostPath" in volume:
+        source = worker_pod(job, 0, 0, 2)["spec"]["volumes"][0]["hostPath"]
+        assert source == {"path": "/data/ckpt/ml/mnist-uid-1", "type": "DirectoryOrCreate"}
 
 
 def test_headless_service_publishes_unready_addresses() -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+from lepton_operator.api.inferenceservice import InferenceService
 from lepton_operator.config import OperatorConfig
 from lepton_operator.handlers.inferenceservice import Indexes, InferenceServiceController
 from lepton_operator.prices import DEFAULT_PRICES
+from lepton_operator.reconcile.inferenceservice import resolve_model
 
 from .fakekube import FakeKube
 from .jobs import job_body
@@ -50,3 +53,20 @@ async def test_a_service_of_an_unreadable_trainingjob_says_so_instead_of_failing
     await ctl.reconcile(KEY)
     cond = next(c for c in kube.stored[KEY]["status"]["conditions"] if c["type"] == "ModelLoaded")
     assert cond["status"] == "False" and cond["reason"] == "TrainingJobInvalid"
+
+
+@pytest.mark.parametrize(
+    ("volume", "source", "sub_path"),
+    [
+        ({"hostPath": "/srv/ckpt"}, {"hostPath": {"path": "/srv/ckpt/ml/train-uid-1", "type": "Directory"}}, None),
+        ({"persistentVolumeClaim": "shared"}, {"persistentVolumeClaim": {"claimName": "shared", "readOnly": True}},
+         "ml/train-uid-1"),
+    ],
+)  # fmt: skip
+def test_a_service_of_a_trainingjob_mounts_that_jobs_own_checkpoint_folder(
+    volume: dict[str, Any], source: dict[str, Any], sub_path: str | None
+) -> None:
+    job = job_body(status={"phase": "Succeeded"}, checkpoint={"volume": volume, "path": "/ckpt"})
+    job["metadata"]["name"] = "train"
+    model = resolve_model(InferenceService.model_validate(isvc({"fromTrainingJob": "train"})), job)
+    assert (model.path, model.volume, model.mount_path, model.sub_path) == ("/ckpt/export", source, "/ckpt", sub_path)

@@ -35,6 +35,7 @@ class ModelMount:
     path: str
     volume: dict[str, Any] | None = None
     mount_path: str | None = None
+    sub_path: str | None = None  # the folder of the volume mounted (a TrainingJob's own, on a shared claim)
 
 
 def labels(name: str) -> dict[str, str]:
@@ -100,7 +101,8 @@ def pod_template(isvc: InferenceService, model: ModelMount, image: str) -> dict[
         }
     if model.volume is not None and model.mount_path:
         pod["volumes"] = [{"name": MODEL_VOLUME, **model.volume}]
-        container["volumeMounts"] = [{"name": MODEL_VOLUME, "mountPath": model.mount_path, "readOnly": True}]
+        mount = {"name": MODEL_VOLUME, "mountPath": model.mount_path, "readOnly": True}
+        container["volumeMounts"] = [mount | ({"subPath": model.sub_path} if model.sub_path else {})]
     return {"metadata": {"labels": labels(name)}, "spec": pod}
 
 

@@ -74,18 +74,28 @@ def contract_env(job: TrainingJob, epoch: int, rank: int, world_size: int) -> di
     return env
 
 
-def _checkpoint_volume(job: TrainingJob) -> dict[str, Any] | None:
+def checkpoint_folder(meta: dict[str, Any]) -> str:
+    """A job's own folder on its checkpoint volume, `<namespace>/<name>-<uid>`: jobs sharing a volume never
+    resume from or prune each other's checkpoints, and a job made again under the same name starts afresh."""
+    return f"{meta['namespace']}/{meta['name']}-{meta['uid']}"
+
+
+def checkpoint_source(job: TrainingJob, read_only: bool = False) -> tuple[dict[str, Any], str | None] | None:
+    """The Pod volume source holding the job's checkpoint folder, and the subPath to mount (None: the root).
+
+    A hostPath names the folder itself (created by the kubelet); a claim is mounted at the folder (subPath).
+    """
     ckpt = job.spec.checkpoint
     if ckpt is None:
         return None
-    vol = ckpt.volume
+    vol, folder = ckpt.volume, checkpoint_folder(job.metadata)
     if vol.persistent_volume_claim:
-        source: dict[str, Any] = {"persistentVolumeClaim": {"claimName": vol.persistent_volume_claim}}
-    elif vol.host_path:
-        source = {"hostPath": {"path": vol.host_path, "type": "DirectoryOrCreate"}}
-    else:
-        source = {"emptyDir": {}}
-    return {"name": CHECKPOINT_VOLUME, **source}
+        claim: dict[str, Any] = {"claimName": vol.persistent_volume_claim} | ({"readOnly": True} if read_only else {})
+        return {"persistentVolumeClaim": claim}, folder
+    if vol.host_path:
+        kind = "Directory" if read_only else "DirectoryOrCreate"
+        return {"hostPath": {"path": f"{vol.host_path.rstrip('/')}/{folder}", "type": kind}}, None
+    return {"emptyDir": {}}, None  # dies with the pod: its own already
 
 
 def _node_affinity(
@@ -151,9 +161,11 @@ def worker_pod(
         pod_spec["tolerations"].append(SPOT_TOLERATION)
     if affinity := _node_affinity(job, avoid_nodes, placement):
         pod_spec["affinity"] = affinity
-    if volume := _checkpoint_volume(job):
-        pod_spec["volumes"] = [volume]
-        container["volumeMounts"] = [{"name": CHECKPOINT_VOLUME, "mountPath": spec.checkpoint.path}]  # type: ignore[union-attr]
+    if spec.checkpoint and (found := checkpoint_source(job)):
+        source, sub_path = found
+        pod_spec["volumes"] = [{"name": CHECKPOINT_VOLUME, **source}]
+        mount = {"name": CHECKPOINT_VOLUME, "mountPath": spec.checkpoint.path}
+        container["volumeMounts"] = [mount | ({"subPath": sub_path} if sub_path else {})]
     for key, value in (
         ("nodeSelector", spec.node_selector),
         ("priorityClassName", spec.priority_class_name),

@@ -13,6 +13,7 @@ from ..api.base import Condition
 from ..api.inferenceservice import InferenceService, ServingCost
 from ..api.trainingjob import TrainingJob
 from ..builders import inferenceservice as build
+from ..builders.trainingjob import checkpoint_source
 from ..constants import COND_INVALID, COND_MODEL_LOADED, COND_READY, GPU_PRODUCT_LABEL
 from ..prices import DEFAULT_PRICES, PriceTable
 from ..timestamps import rfc3339
@@ -80,19 +81,15 @@ def resolve_model(isvc: InferenceService, job_body: dict[str, Any] | None) -> bu
     if phase != "Succeeded":
         raise Unresolved("WaitingForTrainingJob", f"trainingjob {name} is {phase}; serving starts when it succeeds")
     ckpt = job.spec.checkpoint
-    if ckpt is None or ckpt.volume.empty_dir:
+    found = checkpoint_source(job, read_only=True)
+    if ckpt is None or found is None or ckpt.volume.empty_dir:
         raise Unresolved(
             "ModelNotPersisted",
             f"trainingjob {name} kept its checkpoints in {'an emptyDir' if ckpt else 'no volume'}: its export is gone; "
             "give it a persistentVolumeClaim or hostPath checkpoint volume",
         )
-    v = ckpt.volume
-    source = (
-        {"persistentVolumeClaim": {"claimName": v.persistent_volume_claim, "readOnly": True}}
-        if v.persistent_volume_claim
-        else {"hostPath": {"path": v.host_path, "type": "Directory"}}
-    )
-    return build.ModelMount(f"{ckpt.path.rstrip('/')}/export", source, ckpt.path)
+    source, sub_path = found  # the job's own folder, as its workers saw it
+    return build.ModelMount(f"{ckpt.path.rstrip('/')}/export", source, ckpt.path, sub_path)
 
 
 def rate_per_hour(
