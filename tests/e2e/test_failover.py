@@ -160,3 +160,16 @@ def test_kubectl_scale_changes_the_world_size_and_out_of_range_is_refused(cluste
     assert refused.returncode != 0 and "spec.replicas must be <= spec.maxReplicas" in refused.stderr
     patch_job(cluster, namespace, "scaled", {"spec": {"replicas": 1}})
     assert epoch_running(cluster, namespace, "scaled", 2)["replicas"] == 1
+
+
+@pytest.mark.timeout(90)
+def test_last_failure_is_exactly_the_last_one_no_stale_fields(cluster: Cluster, namespace: str) -> None:
+    create_job(cluster, namespace, job_manifest("twice", replicas=2))
+    wait_phase(cluster, namespace, "twice", "Running")
+    cluster.fail_pod(namespace, "twice-0-1", exit_code=137, message="CUDA out of memory")
+    st = epoch_running(cluster, namespace, "twice", 1)
+    assert st["lastFailure"]["exitCode"] == 137 and "CUDA" in st["lastFailure"]["message"]
+    cluster.core.delete_namespaced_pod("twice-1-0", namespace, grace_period_seconds=0)
+    st = epoch_running(cluster, namespace, "twice", 2)
+    assert st["lastFailure"]["reason"] == "PodLost" and st["lastFailure"]["pod"] == "twice-1-0"
+    assert {"exitCode", "message"}.isdisjoint(st["lastFailure"]), st["lastFailure"]  # nothing left of the crash

@@ -211,3 +211,27 @@ def test_active_deadline_fails_and_ttl_deletes_the_job(cluster: Cluster, namespa
         return False
 
     wait_for(deleted, 20, interval=0.2, message="job deleted by its TTL")
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_the_api_server_refuses_is_reported_and_retried_with_backoff(cluster: Cluster, namespace: str) -> None:
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "one-pod"},
+        "spec": {"hard": {"pods": "1"}},
+    }
+    cluster.core.create_namespaced_resource_quota(namespace, quota)
+    create_job(cluster, namespace, job_manifest("capped", replicas=2))
+
+    def refused() -> dict[str, Any] | None:
+        cond = condition(status(cluster, namespace, "capped"), "ReplicaFailure")
+        return cond if cond and cond["status"] == "True" else None
+
+    cond = wait_for(refused, 30, interval=0.2, message="ReplicaFailure condition")
+    assert cond["reason"] == "FailedCreate" and "forbidden" in cond["message"], cond
+    events = cluster.core.list_namespaced_event(namespace, field_selector="involvedObject.name=capped").items
+    assert "FailedCreate" in {e.reason for e in events}
+    cluster.core.delete_namespaced_resource_quota("one-pod", namespace)
+    st = wait_phase(cluster, namespace, "capped", "Running", timeout=60)
+    assert condition(st, "ReplicaFailure")["status"] == "False"
