@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -144,6 +145,35 @@ def test_node_stop_goes_not_ready_and_start_comes_back(cluster: Cluster, namespa
         message=f"{name} running again",
     )
     print(f"\n{victim}: NotReady {lost:.1f} s after the stop, Ready {back:.1f} s after the start")
+
+
+def _connects(ip: str, port: int) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(120)
+def test_link_down_cuts_a_node_off_and_up_restores_it(cluster: Cluster, namespace: str, real_nodes: list[str]) -> None:
+    node = real_nodes[0]
+    name = unique_name("listener")
+    cluster.core.create_namespaced_pod(
+        namespace, busybox_pod(name, node, "exec httpd -f -p 8080 -h /tmp", restart="Always")
+    )
+    wait_for(lambda: phase(cluster, namespace, name) == "Running", 60, message=f"{name} Running")
+    ip = pod(cluster, namespace, name)["status"]["podIP"]
+    wait_for(lambda: _connects(ip, 8080), 30, message=f"{ip}:8080 answering")
+    cluster.set_real_node_link(node, False)
+    try:
+        # The pod is cut off (its /24 falls to the slot's unreachable route, never to the default
+        # route); the node IP itself stays a local address of the machine, so the kubelet still answers.
+        assert not _connects(ip, 8080)
+    finally:
+        cluster.set_real_node_link(node, True)
+    wait_for(lambda: _connects(ip, 8080), 30, message=f"{ip}:8080 answering again")
+    assert node_ready(cluster, node) == "True"
 
 
 def _traces(slot: int, run_dir: Path) -> dict[str, Any]:

@@ -4,6 +4,10 @@ Each link we make carries the alias `lepton:<run_dir>`, so `down` removes exactl
 them after a crash). Our bridges: IPv6 off, IPv4 forwarding off, `arp_filter=1` (the host answers
 ARP for a node IP only on the bridge that routes back to the asker, so replies come back the way
 they went). The CNI bridge plugin attaches pod veths to the node's bridge.
+
+The slot's whole /20 also gets an `unreachable` route (protocol 77, ours): an address of a node
+whose bridge is down, or of no node, fails at once on this machine; without it the default route
+would send such packets out of the machine.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .plan import RealNode, fabric_bridge
+from .plan import RealNode, fabric_bridge, slot_network
+
+#: The `proto` of the routes we add (unnamed in /etc/iproute2/rt_protos), so we delete only ours.
+ROUTE_PROTO = "77"
 
 
 class NetworkError(RuntimeError):
@@ -56,7 +63,7 @@ def conflicts(network: str, run_dir: Path) -> list[str]:
                 found.append(f"address {iface} on {link.get('ifname')}")
     for route in json.loads(ip("-j", "-4", "route", "show", "table", "all") or "[]"):
         dst, dev = route.get("dst", ""), route.get("dev", "")
-        if dst in ("default", "") or dev in ours:
+        if dst in ("default", "") or dev in ours or (dst == network and route.get("protocol") == ROUTE_PROTO):
             continue
         try:
             if ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False).overlaps(net):
@@ -92,9 +99,26 @@ def _bridge(name: str, run_dir: Path) -> None:
 
 
 def ensure_fabric(slot: int, run_dir: Path) -> None:
+    """The fabric bridge, and the `unreachable` route that keeps the slot's /20 on this machine."""
     name = fabric_bridge(slot)
     _bridge(name, run_dir)
     ip("link", "set", "dev", name, "up")
+    ip("route", "replace", "unreachable", str(slot_network(slot)), "proto", ROUTE_PROTO)
+
+
+def owned_routes() -> list[str]:
+    """Destinations of the routes of ours (any cluster's: they carry no run folder)."""
+    routes = json.loads(ip("-j", "-4", "route", "show", "proto", ROUTE_PROTO) or "[]")
+    return [str(r["dst"]) for r in routes]
+
+
+def delete_route(slot: int) -> bool:
+    """Delete the slot's `unreachable` route; True when there was one."""
+    net = str(slot_network(slot))
+    if net not in owned_routes():
+        return False
+    ip("route", "del", "unreachable", net, "proto", ROUTE_PROTO)
+    return True
 
 
 def ensure_node(node: RealNode, run_dir: Path) -> None:

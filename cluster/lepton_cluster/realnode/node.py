@@ -271,6 +271,9 @@ class RealNodes:
             done.append(f"{len(unmounted)} mounts")
         for node_dir, slot in owned:
             cgroups.remove(f"/lepton-{slot}-{node_dir.name}")
+        for slot in sorted({slot for _, slot in owned}):
+            if network.fabric_bridge(slot) in network.owned_links(self.run_dir) and network.delete_route(slot):
+                done.append(f"route {network.slot_network(slot)}")
         links = network.delete_links(self.run_dir)
         if links:
             done.append(f"links {', '.join(links)}")
@@ -297,4 +300,6 @@ class RealNodes:
         names = {n.cgroup_root for n in self.nodes.values()}
         names |= {f"/lepton-{slot}-{d.name}" for d, slot in self._owned()}
         left += [f"cgroup {r}" for r in cgroups.roots("lepton-") if r in names]
+        slots = {n.slot for n in self.nodes.values()} | {slot for _, slot in self._owned()}
+        left += [f"route {r}" for r in network.owned_routes() if r in {str(network.slot_network(s)) for s in slots}]
         return left
