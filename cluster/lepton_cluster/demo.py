@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lepton_operator.builders.trainingjob import checkpoint_folder
 
 from .chart import operator_kubeconfig
 from .cluster import Cluster, KubectlError
@@ -197,7 +198,9 @@ def up(timeout: float) -> int:
             say(f"FAILED: test accuracy {accuracy} is below {MIN_ACCURACY}")
             return 1
         mount = job_manifest(checkpoints)["spec"]["checkpoint"]["path"]
-        export = str(result.get("exportPath") or "").replace(mount, str(checkpoints), 1)
+        job_meta = cluster.kubectl_json("get", "tj", JOB, "-n", NAMESPACE)["metadata"]
+        folder = checkpoints / checkpoint_folder(job_meta)  # the job's own folder of the volume
+        export = str(result.get("exportPath") or "").replace(mount, str(folder), 1)
         say(f"trained for real: test accuracy {accuracy:.4f}; model exported to {export}")
         serve(cluster)
     finally:
