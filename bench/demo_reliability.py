@@ -2,7 +2,7 @@
 
     python3 bench/demo_reliability.py [--runs 10] [--source <repo or clone URL>] [--keep]
 
-Each run clones the committed HEAD of `--source` (default: this checkout) into a new folder, alternating
+Each run clones `--source` (default: this checkout) into a new folder at the HEAD seen at the start, alternating
 between /tmp and another place (/var/tmp), runs `make demo` there exactly as a newcomer would (its own
 virtualenv; the built binaries come from the shared cache, ~/.cache/lepton-operator, as for any clone),
 then `make demo-down`, then looks for anything of that clone still on the machine: processes whose
@@ -67,12 +67,13 @@ def leftovers(clone: Path) -> list[str]:
     return found
 
 
-def one_run(i: int, source: str, keep: bool, timeout: float) -> dict[str, object]:
+def one_run(i: int, source: str, commit: str, keep: bool, timeout: float) -> dict[str, object]:
     place = PLACES[i % len(PLACES)]
     clone = Path(tempfile.mkdtemp(prefix=f"lepton-demo-{i}-", dir=place))
     log = clone.with_name(clone.name + ".log")
     rec: dict[str, object] = {"run": i, "clone": str(clone), "log": str(log)}
     rc, _ = sh(["git", "clone", "--quiet", source, str(clone)], place, log, 300)
+    rc = rc or sh(["git", "checkout", "--quiet", commit], clone, log, 60)[0]  # every run the same commit
     if rc:
         return {**rec, "passed": False, "stage": "clone", "exitCode": rc}
     rc_demo, secs = sh(["make", "demo"], clone, log, timeout)
@@ -100,14 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed for one `make demo`")
     args = p.parse_args(argv)
     head = subprocess.run(["git", "-C", args.source, "rev-parse", "HEAD"], capture_output=True, text=True)
+    commit = head.stdout.strip()
     runs = []
     for i in range(args.runs):
-        rec = one_run(i, args.source, args.keep, args.timeout)
+        rec = one_run(i, args.source, commit, args.keep, args.timeout)
         runs.append(rec)
         print(json.dumps(rec), flush=True)
     passed = sum(1 for r in runs if r["passed"])
     summary = {
-        "commit": head.stdout.strip(),
+        "commit": commit,
         "runs": len(runs),
         "passed": passed,
         "demoSeconds": sorted(float(str(r.get("demoSeconds", 0))) for r in runs),
