@@ -25,7 +25,7 @@ import yaml
 from ..config import kubeconfig
 from ..pki import Pki
 from . import cgroups, image, mounts, network, render, sysctls
-from .plan import RealNode, fabric_bridge
+from .plan import RealNode, fabric_bridge, slot_network
 
 #: Debian packages the real nodes need (apt-get install ...).
 PACKAGES = ("containerd", "runc", "containernetworking-plugins", "busybox-static", "iproute2", "util-linux")
@@ -272,8 +272,8 @@ class RealNodes:
         for node_dir, slot in owned:
             cgroups.remove(f"/lepton-{slot}-{node_dir.name}")
         for slot in sorted({slot for _, slot in owned}):
-            if network.fabric_bridge(slot) in network.owned_links(self.run_dir) and network.delete_route(slot):
-                done.append(f"route {network.slot_network(slot)}")
+            if fabric_bridge(slot) in network.owned_links(self.run_dir) and network.delete_route(slot):
+                done.append(f"route {slot_network(slot)}")
         links = network.delete_links(self.run_dir)
         if links:
             done.append(f"links {', '.join(links)}")
@@ -301,5 +301,5 @@ class RealNodes:
         names |= {f"/lepton-{slot}-{d.name}" for d, slot in self._owned()}
         left += [f"cgroup {r}" for r in cgroups.roots("lepton-") if r in names]
         slots = {n.slot for n in self.nodes.values()} | {slot for _, slot in self._owned()}
-        left += [f"route {r}" for r in network.owned_routes() if r in {str(network.slot_network(s)) for s in slots}]
+        left += [f"route {r}" for r in network.owned_routes() if r in {str(slot_network(s)) for s in slots}]
         return left
