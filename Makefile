@@ -21,6 +21,7 @@ lint: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy operator/lepton_operator cluster/lepton_cluster trainer_image/lepton_trainer
+	.venv/bin/lint-imports  # the operator's layers (.importlinter)
 
 cluster-build: ## build (or reuse) the control-plane binaries
 	cluster/build.sh

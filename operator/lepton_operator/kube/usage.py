@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from ..reconcile.capacity import gpus_by_node
+from ..constants import GPU_RESOURCE
 from .client import Kube
 from .errors import ApiError
 
@@ -47,3 +49,18 @@ class GpuUsage:
 
     def invalidate(self) -> None:
         self._at = -1e9
+
+
+def gpus_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """GPUs requested by the given (non-terminal) pods, per node."""
+    out: dict[str, int] = {}
+    for pod in pods:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node:
+            continue
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            res = c.get("resources") or {}
+            gpus = (res.get("limits") or {}).get(GPU_RESOURCE) or (res.get("requests") or {}).get(GPU_RESOURCE)
+            if gpus:
+                out[node] = out.get(node, 0) + int(gpus)
+    return out

@@ -78,18 +78,3 @@ def workers_that_fit(
         free = node.gpus - used.get(node.name, 0) + own.get(node.name, 0)
         total += max(0, free) // per
     return total
-
-
-def gpus_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """GPUs requested by the given (non-terminal) pods, per node."""
-    out: dict[str, int] = {}
-    for pod in pods:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if not node:
-            continue
-        for c in (pod.get("spec") or {}).get("containers") or []:
-            res = c.get("resources") or {}
-            gpus = (res.get("limits") or {}).get(GPU_RESOURCE) or (res.get("requests") or {}).get(GPU_RESOURCE)
-            if gpus:
-                out[node] = out.get(node, 0) + int(gpus)
-    return out
