@@ -147,36 +147,43 @@ class RealNodes:
         return problems
 
     # -- start -----------------------------------------------------------------------------
-    def start_all(self) -> None:
-        """Links, cgroups, containerd, images and kubelet of every node (nodes in parallel)."""
+    def start_runtimes(self) -> None:
+        """Images, links, cgroups and containerd (images imported) of every node, nodes in parallel.
+        Needs no apiserver: `up` runs it while the control plane starts."""
         if not self.nodes:
             return
         build_images(self.images_archive)
         first = next(iter(self.nodes.values()))
         network.ensure_fabric(first.slot, self.run_dir)
-        sysctls.save()
         with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
-            list(pool.map(self.start, self.nodes))
+            list(pool.map(self.start_runtime, self.nodes))
+
+    def start_kubelets(self) -> None:
+        """Every node's kubelet (after `start_runtimes`; the apiserver should answer by now)."""
+        for name in self.nodes:
+            self.start_kubelet(name)
 
     def start(self, name: str) -> None:
         """Start (or restart after `stop`) one node's containerd and kubelet."""
+        self.start_runtime(name)
+        self.start_kubelet(name)
+
+    def start_runtime(self, name: str) -> None:
         node = self.node(name)
         network.ensure_node(node, self.run_dir)
         for sub in ("runtime", "kubelet"):
             cgroups.create(f"{node.cgroup_root}/{sub}")
-        self._spawn(
-            node,
-            "containerd",
-            render.containerd_argv(node, Path(shutil.which("containerd", path=PATH) or "containerd")),
-            render.containerd_env(PATH),
-            f"{node.cgroup_root}/runtime",
-        )
+        containerd = Path(shutil.which("containerd", path=PATH) or "containerd")
+        env = render.containerd_env(PATH)
+        self._spawn(node, "containerd", render.containerd_argv(node, containerd), env, node.runtime_cgroup)
         self._wait_containerd(node, timeout=30.0)
         self._ctr(node, "images", "import", str(self.images_archive))
-        env = {"PATH": PATH}
-        self._spawn(
-            node, "kubelet", render.kubelet_argv(node, self.bin_dir / "kubelet"), env, f"{node.cgroup_root}/kubelet"
-        )
+
+    def start_kubelet(self, name: str) -> None:
+        node = self.node(name)
+        sysctls.save()  # before the kubelet changes them
+        argv = render.kubelet_argv(node, self.bin_dir / "kubelet")
+        self._spawn(node, "kubelet", argv, {"PATH": PATH}, f"{node.cgroup_root}/kubelet")
 
     def _log_path(self, node: RealNode, what: str) -> Path:
         return self.log_dir / f"{node.name}-{what}.log"
