@@ -22,7 +22,7 @@ import scale
 from lepton_operator.api.trainingjob import TrainingJob
 from lepton_operator.builders.trainingjob import worker_pod
 from lepton_operator.prices import DEFAULT_PRICES
-from lepton_operator.reconcile.cost import placement
+from lepton_operator.reconcile.pricing import placement
 
 
 def pods(namespace: str, count: int, per_job: int = 4) -> list[dict[str, Any]]:

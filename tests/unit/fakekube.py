@@ -9,7 +9,7 @@ from typing import Any
 from lepton_operator.config import OperatorConfig
 from lepton_operator.handlers.trainingjob import TrainingJobController
 from lepton_operator.kube.errors import Conflict
-from lepton_operator.reconcile.observe import PodView
+from lepton_operator.reconcile.views import PodView
 
 Fault = Callable[[str, dict[str, Any]], Exception | None]  # (verb, object or patch) -> an error to raise, or None
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from lepton_operator.api.trainingjob import TrainingJob, TrainingJobStatus
 from lepton_operator.builders.trainingjob import worker_pod
-from lepton_operator.reconcile.observe import PodView, pod_view
 from lepton_operator.reconcile.trainingjob import Plan
+from lepton_operator.reconcile.views import PodView, pod_view
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 

@@ -7,10 +7,11 @@ from datetime import timedelta
 
 import pytest
 from lepton_operator.prices import DEFAULT_PRICES
-from lepton_operator.reconcile.capacity import node_view
-from lepton_operator.reconcile.cost import accrue, placement, quantity
+from lepton_operator.reconcile.cost import accrue
+from lepton_operator.reconcile.pricing import placement, quantity
 from lepton_operator.reconcile.trainingjob import Observed, rfc3339
 from lepton_operator.reconcile.trainingjob import plan as decide
+from lepton_operator.reconcile.views import node_view
 
 from .jobs import NOW, make_job, pod, running, wire
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from lepton_operator.api.trainingjob import TrainingJob
-from lepton_operator.reconcile.capacity import NodeView, node_view, tolerates, workers_that_fit
-from lepton_operator.reconcile.observe import PodView
+from lepton_operator.reconcile.capacity import tolerates, workers_that_fit
 from lepton_operator.reconcile.trainingjob import Observed, Plan, backoff_seconds, rfc3339
 from lepton_operator.reconcile.trainingjob import plan as decide
+from lepton_operator.reconcile.views import NodeView, PodView, node_view
 
 from .jobs import NOW, make_job, pod, running, stored, wire
 

@@ -10,7 +10,7 @@ import pytest
 from lepton_operator.constants import LABEL_EPOCH, LABEL_REPLICA
 from lepton_operator.kube import informer as informer_module
 from lepton_operator.kube.informer import Index, Informer
-from lepton_operator.reconcile.observe import pod_view
+from lepton_operator.reconcile.views import pod_view
 
 
 def pod(name: str, rv: str) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from lepton_operator.api.trainingjob import TrainingJob
-from lepton_operator.reconcile.observe import PodView
 from lepton_operator.reconcile.trainingjob import Observed, Plan, rfc3339
 from lepton_operator.reconcile.trainingjob import plan as decide
+from lepton_operator.reconcile.views import PodView
 
 from .jobs import NOW, make_job, pod, running, stored, wire
 

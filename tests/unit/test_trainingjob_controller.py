@@ -8,7 +8,7 @@ import aiohttp
 from lepton_operator.api.trainingjob import TrainingJobStatus
 from lepton_operator.handlers.trainingjob import TrainingJobController
 from lepton_operator.kube.errors import ApiError, Refused
-from lepton_operator.reconcile.observe import PodView, pod_view
+from lepton_operator.reconcile.views import PodView, pod_view
 
 from .fakekube import FakeKube, controller
 from .jobs import job_body, make_job, pod, running

@@ -8,15 +8,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api.inferenceservice import InferenceService
-from ..constants import (
-    GPU_PRODUCT_LABEL,
-    GPU_RESOURCE,
-    INFERENCESERVICE_KIND,
-    LABEL_ISVC,
-    LABEL_MANAGED_BY,
-    LABEL_NAME,
-    MANAGER,
+from ..constants import INFERENCESERVICE_KIND, LABEL_ISVC, LABEL_NAME
+from .common import (
+    INFERENCESERVICE_APP,
+    gpu_product_term,
+    managed_labels,
+    mount_volume,
+    required_affinity,
+    tolerations,
 )
+from .common import selector as selector_of
 from .names import owner_reference
 from .resources import container_resources
 
@@ -25,7 +26,6 @@ SERVICE_PORT = 80
 CONTAINER = "server"
 MODEL_VOLUME = "model"
 TEMPLATE_HASH = "lepton.ai/template-hash"
-GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,16 @@ class ModelMount:
 
 
 def labels(name: str) -> dict[str, str]:
-    return {LABEL_ISVC: name, LABEL_NAME: "inferenceservice", LABEL_MANAGED_BY: MANAGER}
+    return {LABEL_ISVC: name, **managed_labels(INFERENCESERVICE_APP)}
+
+
+def pod_selector(name: str) -> dict[str, str]:
+    """The labels that select a service's server pods (its Deployment's and Service's selector)."""
+    return {LABEL_ISVC: name, LABEL_NAME: INFERENCESERVICE_APP}
 
 
 def selector(name: str) -> str:
-    return f"{LABEL_ISVC}={name},{LABEL_NAME}=inferenceservice"
+    return selector_of(pod_selector(name))
 
 
 def url(isvc: InferenceService) -> str:
@@ -88,21 +93,15 @@ def pod_template(isvc: InferenceService, model: ModelMount, image: str) -> dict[
         container["resources"] = resources
     pod: dict[str, Any] = {
         "containers": [container],
-        "tolerations": ([GPU_TOLERATION] if spec.gpus else []) + [t.to_wire() for t in spec.tolerations or []],
+        "tolerations": tolerations(spec.gpus, spec.tolerations),
         "terminationGracePeriodSeconds": 30,  # the server drains in-flight requests within 25 s
         "enableServiceLinks": False,
     }
     if spec.gpu_type:
-        term = {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [spec.gpu_type]}
-        pod["affinity"] = {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [term]}]}
-            }
-        }
+        pod["affinity"] = {"nodeAffinity": required_affinity([gpu_product_term(spec.gpu_type)])}
     if model.volume is not None and model.mount_path:
-        pod["volumes"] = [{"name": MODEL_VOLUME, **model.volume}]
-        mount = {"name": MODEL_VOLUME, "mountPath": model.mount_path, "readOnly": True}
-        container["volumeMounts"] = [mount | ({"subPath": model.sub_path} if model.sub_path else {})]
+        mount = (MODEL_VOLUME, model.volume, model.mount_path)
+        mount_volume(pod, container, *mount, sub_path=model.sub_path, read_only=True)
     return {"metadata": {"labels": labels(name)}, "spec": pod}
 
 
@@ -125,7 +124,7 @@ def deployment(isvc: InferenceService, model: ModelMount, image: str, replicas: 
         },
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": {LABEL_ISVC: meta["name"], LABEL_NAME: "inferenceservice"}},
+            "selector": {"matchLabels": pod_selector(meta["name"])},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "revisionHistoryLimit": 3,
             "template": template,
@@ -145,7 +144,7 @@ def service(isvc: InferenceService) -> dict[str, Any]:
             "ownerReferences": [owner_reference(INFERENCESERVICE_KIND, isvc.metadata)],
         },
         "spec": {
-            "selector": {LABEL_ISVC: meta["name"], LABEL_NAME: "inferenceservice"},
+            "selector": pod_selector(meta["name"]),
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
         },
     }

@@ -10,10 +10,11 @@ from ..constants import (
     LABEL_EPOCH,
     LABEL_JOB,
     LABEL_MANAGED_BY,
-    LABEL_NAME,
     LABEL_REPLICA,
     MANAGER,
 )
+from .common import TRAININGJOB_APP, managed_labels
+from .common import selector as selector_of
 
 
 def pod_name(job: str, epoch: int, rank: int) -> str:
@@ -27,7 +28,7 @@ def service_name(job: str) -> str:
 
 
 def job_labels(job: str) -> dict[str, str]:
-    return {LABEL_JOB: job, LABEL_MANAGED_BY: MANAGER, LABEL_NAME: "trainingjob"}
+    return {LABEL_JOB: job, **managed_labels(TRAININGJOB_APP)}
 
 
 def pod_labels(job: str, epoch: int, rank: int) -> dict[str, str]:
@@ -36,7 +37,7 @@ def pod_labels(job: str, epoch: int, rank: int) -> dict[str, str]:
 
 def selector(job: str) -> str:
     """Label selector of a job's pods, as the scale subresource reports it."""
-    return f"{LABEL_JOB}={job},{LABEL_MANAGED_BY}={MANAGER}"
+    return selector_of({LABEL_JOB: job, LABEL_MANAGED_BY: MANAGER})
 
 
 def owner_reference(kind: str, meta: dict[str, Any]) -> dict[str, Any]:

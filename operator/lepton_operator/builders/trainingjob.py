@@ -9,14 +9,14 @@ from lepton_trainer import contract
 from lepton_trainer.launch import merge_rdzv_conf
 
 from ..api.trainingjob import TrainingJob
-from ..constants import GPU_PRODUCT_LABEL, GPU_RESOURCE, HOSTNAME_LABEL, TRAININGJOB_KIND
+from ..constants import HOSTNAME_LABEL, TRAININGJOB_KIND
+from .common import claim_or_host_path, gpu_product_term, mount_volume, required_affinity, tolerations
 from .names import job_labels, owner_reference, pod_labels, pod_name, service_name
 from .placement import SPOT_TOLERATION, Placement
 from .resources import container_resources
 
 CONTAINER = "trainer"
 CHECKPOINT_VOLUME = "checkpoints"
-GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 # The launcher's fast-failure-detection defaults (1 s keep-alive, 3 misses), injected so that a plain
 # torchrun command in the pod gets them too; a slow image pull is covered by the long join timeout.
 RDZV_CONF = merge_rdzv_conf("join_timeout=900")
@@ -90,11 +90,10 @@ def checkpoint_source(job: TrainingJob, read_only: bool = False) -> tuple[dict[s
         return None
     vol, folder = ckpt.volume, checkpoint_folder(job.metadata)
     if vol.persistent_volume_claim:
-        claim: dict[str, Any] = {"claimName": vol.persistent_volume_claim} | ({"readOnly": True} if read_only else {})
-        return {"persistentVolumeClaim": claim}, folder
+        return claim_or_host_path(vol.persistent_volume_claim, None, read_only=read_only), folder
     if vol.host_path:
-        kind = "Directory" if read_only else "DirectoryOrCreate"
-        return {"hostPath": {"path": f"{vol.host_path.rstrip('/')}/{folder}", "type": kind}}, None
+        path, kind = f"{vol.host_path.rstrip('/')}/{folder}", "Directory" if read_only else "DirectoryOrCreate"
+        return claim_or_host_path(None, path, read_only=read_only, host_type=kind), None
     return {"emptyDir": {}}, None  # dies with the pod: its own already
 
 
@@ -104,14 +103,10 @@ def _node_affinity(
     """Require the GPU product, keep away from nodes the operator saw fail, prefer what costPolicy ranks best."""
     terms: list[dict[str, Any]] = []
     if job.spec.gpu_type:
-        terms.append({"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [job.spec.gpu_type]})
+        terms.append(gpu_product_term(job.spec.gpu_type))
     if avoid_nodes:
         terms.append({"key": HOSTNAME_LABEL, "operator": "NotIn", "values": sorted(avoid_nodes)})
-    affinity: dict[str, Any] = {}
-    if terms:
-        affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
-            "nodeSelectorTerms": [{"matchExpressions": terms}]
-        }
+    affinity: dict[str, Any] = required_affinity(terms) if terms else {}
     if placement and placement.preferred:
         affinity["preferredDuringSchedulingIgnoredDuringExecution"] = placement.preferred_terms()
     return {"nodeAffinity": affinity} if affinity else None
@@ -152,8 +147,7 @@ def worker_pod(
         "hostname": name,
         "subdomain": service_name(meta["name"]),
         "containers": [container],
-        "tolerations": ([GPU_TOLERATION] if spec.gpus_per_replica else [])
-        + [t.to_wire() for t in spec.tolerations or []],
+        "tolerations": tolerations(spec.gpus_per_replica, spec.tolerations),
         "terminationGracePeriodSeconds": 30,
         "enableServiceLinks": False,
     }
@@ -163,9 +157,7 @@ def worker_pod(
         pod_spec["affinity"] = affinity
     if spec.checkpoint and (found := checkpoint_source(job)):
         source, sub_path = found
-        pod_spec["volumes"] = [{"name": CHECKPOINT_VOLUME, **source}]
-        mount = {"name": CHECKPOINT_VOLUME, "mountPath": spec.checkpoint.path}
-        container["volumeMounts"] = [mount | ({"subPath": sub_path} if sub_path else {})]
+        mount_volume(pod_spec, container, CHECKPOINT_VOLUME, source, spec.checkpoint.path, sub_path=sub_path)
     for key, value in (
         ("nodeSelector", spec.node_selector),
         ("priorityClassName", spec.priority_class_name),

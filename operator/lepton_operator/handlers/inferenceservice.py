@@ -20,6 +20,7 @@ import kopf
 from pydantic import ValidationError
 
 from ..api.inferenceservice import InferenceService
+from ..builders.common import INFERENCESERVICE_APP, managed_labels, selector
 from ..builders.inferenceservice import SERVE_PORT
 from ..config import OperatorConfig
 from ..constants import (
@@ -27,9 +28,6 @@ from ..constants import (
     GROUP,
     INFERENCESERVICE_PLURAL,
     LABEL_ISVC,
-    LABEL_MANAGED_BY,
-    LABEL_NAME,
-    MANAGER,
     VERSION,
 )
 from ..kube.client import Kube, merge_patch
@@ -38,17 +36,16 @@ from ..kube.events import post_event
 from ..kube.podmetrics import PodReport, PodScraper
 from ..prices import PriceTable
 from ..reconcile.autoscale import Decision, Policy, Sample, decide
-from ..reconcile.capacity import NodeView
 from ..reconcile.inferenceservice import Observed, Plan, desired_replicas, plan
-from ..reconcile.serving import DeploymentView, Probes, ServePod, deployment_view, serve_pod
+from ..reconcile.views import DeploymentView, NodeView, PodView, Probes, deployment_view, pod_view
 from .invalid import describe, report_invalid
 from .runtime import WorkQueue, WriteCache
 from .trainingjob import TrainingJobController
 
 log = logging.getLogger("lepton_operator.inferenceservice")
 Key = tuple[str, str]
-CHILD_LABELS = {LABEL_NAME: "inferenceservice", LABEL_MANAGED_BY: MANAGER}
-CHILD_SELECTOR = ",".join(f"{k}={v}" for k, v in CHILD_LABELS.items())
+CHILD_LABELS = managed_labels(INFERENCESERVICE_APP)
+CHILD_SELECTOR = selector(CHILD_LABELS)
 
 
 @dataclass
@@ -58,7 +55,7 @@ class Indexes:
     isvcs: kopf.Index[Key, Any]
     deployments: kopf.Index[Key, DeploymentView]
     services: kopf.Index[Key, str]
-    pods: kopf.Index[Key, ServePod]
+    pods: kopf.Index[Key, PodView]
     jobs: Mapping[Key, Collection[dict[str, Any]]]
     nodes: Mapping[str, Collection[NodeView]]
 
@@ -165,7 +162,7 @@ class InferenceServiceController:
 
     @staticmethod
     def _tally(
-        st: ScalerState, pods: list[ServePod], reports: list[PodReport | None], now: float
+        st: ScalerState, pods: list[PodView], reports: list[PodReport | None], now: float
     ) -> tuple[Probes, float]:
         total, answered, loaded, failures, versions = 0.0, 0, 0, {}, set()
         alive = {p.name for p in pods}
@@ -287,8 +284,8 @@ async def inferenceservice_services(namespace: str, labels: kopf.Labels, name: s
 
 
 @kopf.index("", "v1", "pods", labels=CHILD_LABELS, when=ours)
-async def inferenceservice_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, ServePod]:
-    return {(namespace, labels.get(LABEL_ISVC, "")): serve_pod(dict(body))}
+async def inferenceservice_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, PodView]:
+    return {(namespace, labels.get(LABEL_ISVC, "")): pod_view(dict(body))}
 
 
 def _controller(memo: kopf.Memo) -> InferenceServiceController:

@@ -21,13 +21,11 @@ from pydantic import ValidationError
 
 from .. import metrics
 from ..api.trainingjob import TrainingJob, TrainingJobStatus
+from ..builders.common import TRAININGJOB_APP, managed_labels, selector
 from ..config import OperatorConfig
 from ..constants import (
     API_VERSION,
     LABEL_JOB,
-    LABEL_MANAGED_BY,
-    LABEL_NAME,
-    MANAGER,
     TRAININGJOB_PLURAL,
 )
 from ..kube.client import BadReply, Kube, merge_patch
@@ -36,16 +34,16 @@ from ..kube.events import post_event
 from ..kube.informer import Index, Informer
 from ..kube.usage import GpuUsage
 from ..prices import DEFAULT_PRICES, PriceTable
-from ..reconcile.capacity import NodeView, node_view, workers_that_fit
-from ..reconcile.observe import PodView, pod_view
+from ..reconcile.capacity import workers_that_fit
 from ..reconcile.trainingjob import Observed, Plan, plan, target_size
+from ..reconcile.views import NodeView, PodView, node_view, pod_view
 from ..timestamps import epoch_seconds
 from .invalid import describe, report_invalid
 from .runtime import WorkQueue, WriteCache
 
 log = logging.getLogger("lepton_operator.trainingjob")
 Key = tuple[str, str]
-CHILD_SELECTOR = f"{LABEL_NAME}=trainingjob,{LABEL_MANAGED_BY}={MANAGER}"
+CHILD_SELECTOR = selector(managed_labels(TRAININGJOB_APP))
 DELETED_NODE_MEMORY = 600.0  # seconds a deleted node counts as lost
 PROGRESS_POLL = 10.0  # seconds between fetches of a running job's /progress
 CREATE_MEMORY = 10.0  # seconds a created pod counts as existing before the index shows it

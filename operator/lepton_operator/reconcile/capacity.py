@@ -1,44 +1,14 @@
-"""Nodes as the operator sees them, and how many workers of a job fit on free GPUs."""
+"""How many workers of a job fit on free GPUs."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..api.trainingjob import TrainingJob
-from ..constants import GPU_PRODUCT_LABEL, GPU_RESOURCE
-
-# Taints the node lifecycle controller (or a fault) puts on a node that lost contact.
-LOST_TAINTS = frozenset({"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"})
-GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-
-
-@dataclass(frozen=True, slots=True)
-class NodeView:
-    name: str
-    labels: Mapping[str, str]
-    taints: tuple[tuple[str, str, str], ...]  # (key, value, effect)
-    gpus: int  # allocatable nvidia.com/gpu
-    unschedulable: bool
-    ready: bool
-
-    @property
-    def lost(self) -> bool:
-        return not self.ready or any(key in LOST_TAINTS for key, _, _ in self.taints)
-
-
-def node_view(node: Mapping[str, Any]) -> NodeView:
-    meta, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
-    ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    return NodeView(
-        name=meta.get("name", ""),
-        labels=dict(meta.get("labels") or {}),
-        taints=tuple((t.get("key", ""), t.get("value", ""), t.get("effect", "")) for t in spec.get("taints") or []),
-        gpus=int((status.get("allocatable") or {}).get(GPU_RESOURCE, 0)),
-        unschedulable=bool(spec.get("unschedulable")),
-        ready=ready.get("status") == "True",
-    )
+from ..builders.common import GPU_TOLERATION
+from ..constants import GPU_PRODUCT_LABEL
+from .views import NodeView
 
 
 def tolerates(tolerations: Iterable[Mapping[str, Any]], taint: tuple[str, str, str]) -> bool:

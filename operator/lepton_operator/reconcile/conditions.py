@@ -66,3 +66,8 @@ def is_true(conditions: list[Condition] | None, type_: str) -> bool:
 
 def get(conditions: list[Condition] | None, type_: str) -> Condition | None:
     return next((c for c in conditions or [] if c.type == type_), None)
+
+
+def ready_summary(ready: int, desired: int) -> str:
+    """`ready/desired` replicas, the READY column of `kubectl get` for both kinds."""
+    return f"{ready}/{desired}"

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ..api.trainingjob import ExitCodes, FailurePolicy, FailureRule
-from .observe import PodView
 from .progress import parse_json
+from .views import PodView
 
 DISRUPTIONS = ("Evicted", "Preempted", "Disrupted", "NodeLost", "PodLost")
 # Pod-level reasons a kubelet gives when the node, not the program, ended the pod.

@@ -13,23 +13,23 @@ from ..api.base import Condition
 from ..api.inferenceservice import InferenceService, ServingCost
 from ..api.trainingjob import TrainingJob
 from ..builders import inferenceservice as build
+from ..builders.common import claim_or_host_path
 from ..builders.trainingjob import checkpoint_source
-from ..constants import COND_INVALID, COND_MODEL_LOADED, COND_READY, GPU_PRODUCT_LABEL
+from ..constants import COND_INVALID, COND_MODEL_LOADED, COND_READY
 from ..prices import DEFAULT_PRICES, PriceTable
 from ..timestamps import rfc3339
 from .autoscale import Decision
-from .capacity import NodeView
-from .conditions import get, set_condition
-from .cost import is_spot, quantity
-from .serving import DeploymentView, Probes, ServePod
+from .conditions import get, ready_summary, set_condition
+from .pricing import pod_rate
 from .trainingjob import Event
+from .views import DeploymentView, NodeView, PodView, Probes
 
 
 @dataclass(frozen=True)
 class Observed:
     deployment: DeploymentView | None
     service_exists: bool
-    pods: list[ServePod] = field(default_factory=list)
+    pods: list[PodView] = field(default_factory=list)
     training_job: dict[str, Any] | None = None  # the body of spec.model.fromTrainingJob, when it exists
     probes: Probes = field(default_factory=Probes)
     scale: Decision | None = None  # the autoscaler's latest decision
@@ -62,11 +62,7 @@ def resolve_model(isvc: InferenceService, job_body: dict[str, Any] | None) -> bu
         vol = src.volume
         if vol is None:
             return build.ModelMount(src.model_path)
-        source: dict[str, Any] = (
-            {"persistentVolumeClaim": {"claimName": vol.persistent_volume_claim, "readOnly": True}}
-            if vol.persistent_volume_claim
-            else {"hostPath": {"path": vol.host_path, "type": "Directory"}}
-        )
+        source = claim_or_host_path(vol.persistent_volume_claim, vol.host_path, read_only=True)
         return build.ModelMount(src.model_path, source, vol.mount_path)
     name = src.from_training_job
     if job_body is None:
@@ -93,19 +89,15 @@ def resolve_model(isvc: InferenceService, job_body: dict[str, Any] | None) -> bu
 
 
 def rate_per_hour(
-    isvc: InferenceService, pods: list[ServePod], nodes: Mapping[str, NodeView], prices: PriceTable
+    isvc: InferenceService, pods: list[PodView], nodes: Mapping[str, NodeView], prices: PriceTable
 ) -> float:
     """USD per hour of the running replicas (the TrainingJob cost model's prices)."""
-    spec, total = isvc.spec, 0.0
-    cpu = quantity(spec.resources.cpu if spec.resources else None) * prices.cpu_core_hour
-    mem = quantity(spec.resources.memory if spec.resources else None) / 2**30 * prices.memory_gib_hour
-    for pod in pods:
-        if pod.phase != "Running" or pod.deleting:
-            continue
-        node = nodes.get(pod.node or "")
-        product = (node.labels.get(GPU_PRODUCT_LABEL) if node else None) or spec.gpu_type
-        total += prices.gpu(product).hourly(is_spot(node)) * spec.gpus + cpu + mem
-    return total
+    spec = isvc.spec
+    return sum(
+        pod_rate(spec.gpus, spec.resources, spec.gpu_type, nodes.get(pod.node or ""), prices)
+        for pod in pods
+        if pod.phase == "Running" and not pod.deleting
+    )
 
 
 def desired_replicas(isvc: InferenceService, scale: Decision | None) -> int:
@@ -172,7 +164,7 @@ def plan(isvc: InferenceService, seen: Observed, now: datetime) -> Plan:
         st.replicas = replicas
         ready_n = dep.ready_replicas if dep else 0
         st.ready_replicas = ready_n
-        st.replica_summary = f"{ready_n}/{replicas}"
+        st.replica_summary = ready_summary(ready_n, replicas)
         st.selector = build.selector(name)
         st.url = build.url(isvc)
         ok, reason, message = _model_condition(seen)

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.trainingjob import Progress
-from .observe import PodView
+from .views import PodView
 
 _FIELDS = {
     "step": "step",

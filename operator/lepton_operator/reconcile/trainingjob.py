@@ -25,12 +25,12 @@ from ..constants import (
 )
 from ..prices import DEFAULT_PRICES, PriceTable
 from ..timestamps import rfc3339, seconds_since
-from .capacity import NodeView
-from .conditions import is_true, set_condition
-from .cost import COST_WRITE_INTERVAL, accrue, over_budget, placement
+from .conditions import is_true, ready_summary, set_condition
+from .cost import COST_WRITE_INTERVAL, accrue, over_budget
 from .failover import Action, Verdict, classify, worst
-from .observe import PodView
+from .pricing import placement
 from .progress import progress
+from .views import NodeView, PodView
 
 TERMINAL = ("Succeeded", "Failed")
 GROW_RECHECK_SECONDS = 10.0  # how often an elastic job below its target looks for free GPUs
@@ -145,7 +145,7 @@ class _Pass:
         self.status.completion_time = self.stamp
         self.status.message = message
         self.status.ready_replicas = 0
-        self.status.ready = f"0/{self.status.replicas or target_size(self.job)}"
+        self.status.ready = ready_summary(0, self.status.replicas or target_size(self.job))
         self.delete([p for p in pods if p.phase not in TERMINAL])
 
     def record(self, v: Verdict) -> None:
@@ -178,7 +178,7 @@ class _Pass:
         st = self.status
         st.restart_epoch = (st.restart_epoch or 0) + 1
         st.restarts = (st.restarts or 0) + (1 if counts else 0)
-        st.replicas, st.ready_replicas, st.ready = world, 0, f"0/{world}"
+        st.replicas, st.ready_replicas, st.ready = world, 0, ready_summary(0, world)
         st.epoch_start_time = self.stamp
         st.launched = False
         st.message = f"restarting ({reason}): {message}"
@@ -270,7 +270,7 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
         p.drop(COND_REPLICA_FAILURE, "Suspended", "job is suspended")
         st.start_time = None
         st.ready_replicas = 0
-        st.ready = f"0/{st.replicas or target_size(job)}"
+        st.ready = ready_summary(0, st.replicas or target_size(job))
         st.message = f"suspended: {why}"
         return p.result()
     p.drop(COND_SUSPENDED, "Resumed", "spec.suspend is false and the cost is within budget")
@@ -357,7 +357,7 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
         p.cond(COND_REPLICA_FAILURE, True, "FailedCreate", refused, warning=True)
 
     ready = sum(1 for q in current if q.phase == "Running" and q.ready and not q.deleting and q.rank < world)
-    st.ready_replicas, st.ready = ready, f"{ready}/{world}"
+    st.ready_replicas, st.ready = ready, ready_summary(ready, world)
     unschedulable = next((q for q in current if q.unschedulable), None)
     if unschedulable:
         at_min = " (at minReplicas: waiting)" if world == low and low < target else ""

@@ -1,11 +1,16 @@
-"""A slim, typed view of a worker pod: only what decisions need (small in memory at 10k pods)."""
+"""Slim, typed views of what reconcile reads: pods (of both kinds), nodes, Deployments, what servers report.
+
+Made by the informers' callbacks from raw objects; small in memory at 10k pods.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..constants import LABEL_EPOCH, LABEL_REPLICA
+from ..builders.inferenceservice import TEMPLATE_HASH
+from ..constants import GPU_RESOURCE, LABEL_EPOCH, LABEL_REPLICA
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +48,7 @@ def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def pod_view(pod: dict[str, Any]) -> PodView:
-    """Summarise a raw Pod dict."""
+    """Summarise a raw Pod dict (a worker, or a server: its epoch and rank are then -1)."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     labels = meta.get("labels") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
@@ -79,3 +84,63 @@ def pod_view(pod: dict[str, Any]) -> PodView:
         finished_at=term.get("finishedAt"),
         ip=status.get("podIP"),
     )
+
+
+# Taints the node lifecycle controller (or a fault) puts on a node that lost contact.
+LOST_TAINTS = frozenset({"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"})
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    name: str
+    labels: Mapping[str, str]
+    taints: tuple[tuple[str, str, str], ...]  # (key, value, effect)
+    gpus: int  # allocatable nvidia.com/gpu
+    unschedulable: bool
+    ready: bool
+
+    @property
+    def lost(self) -> bool:
+        return not self.ready or any(key in LOST_TAINTS for key, _, _ in self.taints)
+
+
+def node_view(node: Mapping[str, Any]) -> NodeView:
+    meta, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
+    ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return NodeView(
+        name=meta.get("name", ""),
+        labels=dict(meta.get("labels") or {}),
+        taints=tuple((t.get("key", ""), t.get("value", ""), t.get("effect", "")) for t in spec.get("taints") or []),
+        gpus=int((status.get("allocatable") or {}).get(GPU_RESOURCE, 0)),
+        unschedulable=bool(spec.get("unschedulable")),
+        ready=ready.get("status") == "True",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentView:
+    replicas: int
+    ready_replicas: int
+    updated_replicas: int
+    template_hash: str
+
+
+def deployment_view(body: dict[str, Any]) -> DeploymentView:
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return DeploymentView(
+        replicas=int(spec.get("replicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        template_hash=annotations.get(TEMPLATE_HASH, ""),
+    )
+
+
+@dataclass(frozen=True)
+class Probes:
+    """What the servers said on the last scrape: pods with the model loaded, and load failures by pod."""
+
+    answered: int = 0
+    loaded: int = 0
+    version: str | None = None
+    failures: dict[str, str] = field(default_factory=dict)  # pod -> reason
