@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="every Nth node of each GPU type is spot, 0 = none (env LEPTON_SPOT_EVERY, 4)",
     )
+    up.add_argument(
+        "--real-nodes", type=int, help="nodes with a real kubelet + containerd (env LEPTON_REAL_NODES, default 2)"
+    )
     up.add_argument("--timeout", type=float, help="seconds allowed for start-up (default 120)")
     up.add_argument("--restart", action="store_true", help="stop a running cluster first")
     sub.add_parser("down", help="stop every process of the control plane (safe to run twice)")
@@ -32,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                 gpus_per_node=args.gpus_per_node,
                 spot_every=args.spot_every,
                 start_timeout=args.timeout,
+                real_nodes=args.real_nodes,
             )
             cluster.up(restart=args.restart)
             print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)

@@ -185,6 +185,17 @@ class RealNodes:
         argv = render.kubelet_argv(node, self.bin_dir / "kubelet")
         self._spawn(node, "kubelet", argv, {"PATH": PATH}, f"{node.cgroup_root}/kubelet")
 
+    def load_image(self, archive: Path, names: list[str] | None = None) -> None:
+        """Import an image archive (OCI or docker-archive tar) into the containerd of every node
+        (or of `names`), as `kind load` does; nodes in parallel."""
+
+        def load(name: str) -> None:
+            self._ctr(self.node(name), "images", "import", str(archive), timeout=600.0)
+
+        chosen = list(self.nodes) if names is None else names
+        with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
+            list(pool.map(load, chosen))
+
     def _log_path(self, node: RealNode, what: str) -> Path:
         return self.log_dir / f"{node.name}-{what}.log"
 
