@@ -130,7 +130,7 @@ class Builder:
         stage = self.work / tag
         stage.mkdir(parents=True)
         installed = layers.pip_stage(stage, requirements, constraints, self.work / f"{tag}.report.json")
-        layers.compile_site(self.base_rootfs(), stage)
+        layers.compile_site(self.base_rootfs(), stage, strict=False)
         self._commit(parent, tag, stage, f"pip install {' '.join(requirements)}")
         meta.parent.mkdir(parents=True, exist_ok=True)
         meta.write_text(json.dumps(installed, indent=1) + "\n")
@@ -157,12 +157,16 @@ class Builder:
         layer.unlink()
 
     def prune(self, name: str, keep: set[str], archive: Path) -> None:
-        """Drop this image's older stages and archives (the shared base stays)."""
+        """Drop this image's older stages and archives (the shared base stays).
+
+        Blobs are collected only when a wheel layer went (gigabytes): `umoci gc` reads the whole
+        layout (minutes for the trainer), while an older code layer's blob is a megabyte or so.
+        """
         stale = [t for t in self.store.tags() if t.startswith(f"{name}-") and t not in keep]
         for tag in stale:
             self.store.remove(tag)
             (self.dir / "meta" / f"{tag}.json").unlink(missing_ok=True)
-        if stale:
+        if any(t.startswith(f"{name}-wheels") for t in stale):
             self.store.gc()
         for old in archive.parent.glob(f"{name}-*.tar"):
             if old != archive:

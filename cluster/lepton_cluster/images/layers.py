@@ -105,11 +105,20 @@ def code_stage(stage: Path, spec: ImageSpec, root: Path) -> None:
             shutil.chown(path, spec.user.uid, spec.user.uid)
 
 
-def compile_site(base_rootfs: Path, stage: Path) -> None:
+def compile_site(base_rootfs: Path, stage: Path, *, strict: bool = True) -> None:
     """Bytecode for `stage`'s site-packages, by the image's own Python (chrooted in the base).
 
     Unchecked-hash .pyc files stay valid whatever the files' times: nothing compiles at start-up
-    (the operator's root filesystem is read-only) and the layer's times can be fixed.
+    (the operator's root filesystem is read-only) and the layer's times can be fixed. `force`:
+    a .pyc already there (written by an import at start-up) is replaced. Not `strict`:
+    files this Python cannot compile are left as they are, as pip does (torch ships 3.12-only tests).
     """
-    argv = ["python3", "-m", "compileall", "-q", "-j0", "--invalidation-mode=unchecked-hash", SITE_PACKAGES]
-    chroot(base_rootfs, argv, binds={site(stage): SITE_PACKAGES})
+    script = (
+        "import compileall, py_compile, sys\n"
+        f"ok = compileall.compile_dir({SITE_PACKAGES!r}, quiet={1 if strict else 2}, workers=0, force=True,"
+        " invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)\n"
+        f"sys.exit(0 if ok or not {strict} else 1)\n"
+    )
+    # A .pth may import a module at start-up: it must not leave a timestamp .pyc that `force` then keeps.
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    chroot(base_rootfs, ["python3", "-c", script], binds={site(stage): SITE_PACKAGES}, env=env)

@@ -89,10 +89,10 @@ class Store:
     def gc(self) -> None:
         run(["umoci", "gc", f"--layout={self.path}"])
 
-    def unpack(self, tag: str, bundle: Path) -> Path:
-        """The image's root filesystem in `bundle/rootfs` (a runtime bundle, as a container would see it)."""
-        run(["umoci", "unpack", f"--image={self.image(tag)}", str(bundle)])
-        return bundle / "rootfs"
+    def unpack(self, tag: str, rootfs: Path) -> Path:
+        """The image's root filesystem, its layers applied in order into `rootfs` (as a runtime would)."""
+        run(["umoci", "raw", "unpack", f"--image={self.image(tag)}", str(rootfs)])
+        return rootfs
 
     def export(self, tag: str, archive: Path, ref: str) -> ArchiveInfo:
         """Write the image `tag` to an OCI archive named `ref` (written aside, then moved into place)."""

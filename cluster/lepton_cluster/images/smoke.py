@@ -60,7 +60,7 @@ def run_in_image(rootfs: Path, spec: ImageSpec, argv: list[str]) -> str:
 
 def smoke(builder: Builder, spec: ImageSpec, built: BuiltImage, workdir: Path) -> str:
     """Unpack `built` under `workdir`, run the checks, return their output; the unpacked tree is removed."""
-    bundle = workdir / f"{spec.name}-bundle"
+    bundle = workdir / f"{spec.name}-rootfs"
     shutil.rmtree(bundle, ignore_errors=True)
     try:
         rootfs = builder.store.unpack(built.tag, bundle)

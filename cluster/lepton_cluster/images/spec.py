@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 #: Bump when what a layer holds changes for the same inputs (the build steps themselves).
-RECIPE = 1
+RECIPE = 2
 #: Timestamps of everything we write (files, history, config): the images are reproducible.
 SOURCE_DATE_EPOCH = 0
 CREATED = "1970-01-01T00:00:00Z"
