@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from lepton_operator.api.trainingjob import TrainingJob
 from lepton_operator.reconcile.capacity import tolerates, workers_that_fit
-from lepton_operator.reconcile.trainingjob import Observed, Plan, backoff_seconds, rfc3339
+from lepton_operator.reconcile.failover import backoff_seconds
+from lepton_operator.reconcile.trainingjob import Observed, Plan, rfc3339
 from lepton_operator.reconcile.trainingjob import plan as decide
 from lepton_operator.reconcile.views import NodeView, PodView, node_view
 

@@ -416,6 +416,11 @@ class TrainingJobSpec(KubeModel):
         return self.max_replicas or max(self.replicas, self.min_replicas or self.replicas)
 
     @property
+    def target_size(self) -> int:
+        """replicas clamped to the elastic range [min_size, max_size]."""
+        return max(self.min_size, min(self.replicas, self.max_size))
+
+    @property
     def procs_per_node(self) -> int:
         return self.nproc_per_node or max(self.gpus_per_replica, 1)
 

@@ -35,7 +35,8 @@ from ..kube.informer import Index, Informer
 from ..kube.usage import GpuUsage
 from ..prices import DEFAULT_PRICES, PriceTable
 from ..reconcile.capacity import workers_that_fit
-from ..reconcile.trainingjob import Observed, Plan, plan, target_size
+from ..reconcile.elastic import own_gpus_if_resizable
+from ..reconcile.trainingjob import Observed, Plan, plan
 from ..reconcile.views import NodeView, PodView, node_view, pod_view
 from ..timestamps import epoch_seconds
 from .invalid import describe, report_invalid
@@ -213,16 +214,9 @@ class TrainingJobController:
     # -- one pass ----------------------------------------------------------------------------------
     async def _capacity(self, job: TrainingJob, pods: list[PodView], lost: frozenset[str]) -> int | None:
         """Free-GPU estimate, only for elastic jobs that may change size (one cached LIST for all)."""
-        spec = job.spec
-        if spec.min_size >= target_size(job) or spec.gpus_per_replica == 0:
+        own = own_gpus_if_resizable(job, pods)
+        if own is None:
             return None
-        current = [q for q in pods if q.epoch == (job.status.restart_epoch or 0)]
-        if job.status.replicas is not None and job.status.replicas >= target_size(job) and current:
-            return None
-        own: dict[str, int] = {}
-        for q in current:
-            if q.node and q.phase not in ("Succeeded", "Failed"):
-                own[q.node] = own.get(q.node, 0) + spec.gpus_per_replica
         nodes = [n for store in self.idx.nodes.values() for n in store if n.name not in lost]
         used = await self.usage.used()
         return None if used is None else workers_that_fit(job, nodes, used, own)

@@ -1,4 +1,4 @@
-"""Cost accounting: OpenCost's allocation formula over the job's pods, accrued into status; budgets.
+"""Cost accounting: OpenCost's allocation formula over the job's pods, accrued into status.
 
 cost = sum over pods of (GPUs x $/GPU-h of the node's product and capacity type + cores x $/core-h +
 GiB x $/GiB-h) x hours running. Time is counted in whole seconds from the containers' own start and finish
@@ -54,15 +54,3 @@ def accrue(
         price_source=prices.source,
         last_accrual=rfc3339(now),
     )
-
-
-def over_budget(job: TrainingJob, cost: CostStatus) -> str | None:
-    """Why the budget stops the job, or None."""
-    budget = job.spec.budget
-    if budget is None:
-        return None
-    if cost.accrued_usd >= budget.max_usd:
-        return f"cost ${cost.accrued_usd:.2f} reached the budget of ${budget.max_usd:.2f}"
-    if budget.basis == "Projected" and cost.projected_total_usd and float(cost.projected_total_usd) > budget.max_usd:
-        return f"projected cost ${cost.projected_total_usd} exceeds the budget of ${budget.max_usd:.2f}"
-    return None

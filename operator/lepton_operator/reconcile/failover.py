@@ -1,12 +1,17 @@
-"""Map a failed worker to an action: restart the job (a new epoch), fail it, or ignore the failure."""
+"""Failover policy of a TrainingJob: map each failed worker to an action (restart the job in a new epoch, fail
+it, or ignore the failure); the worst decides, within failurePolicy.maxRestarts, with backoff between restarts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from ..api.trainingjob import ExitCodes, FailurePolicy, FailureRule
+from ..api.trainingjob import ExitCodes, FailurePolicy, FailureRule, LastFailure, TrainingJob
+from ..builders.names import pod_name
+from .elastic import fitting_size
+from .plan import Plan
 from .progress import parse_json
+from .status import TERMINAL, JobPass
 from .views import PodView
 
 DISRUPTIONS = ("Evicted", "Preempted", "Disrupted", "NodeLost", "PodLost")
@@ -111,3 +116,62 @@ def worst(verdicts: list[Verdict]) -> Verdict | None:
     if not verdicts:
         return None
     return max(verdicts, key=lambda v: (SEVERITY[v.action], v.counts, -v.pod.rank))
+
+
+def backoff_seconds(job: TrainingJob, restarts: int) -> float:
+    """Delay before the pods of the epoch started by the n-th counted restart: none for the first."""
+    b = job.spec.failure_policy.backoff
+    return 0.0 if restarts <= 1 else float(min(b.max_seconds, b.initial_seconds * (1 << min(restarts - 2, 20))))
+
+
+def suspects(p: JobPass, current: list[PodView], world: int) -> list[PodView]:
+    """Failed pods, live pods on lost nodes, and pods deleted or vanished from under a launched epoch (the
+    operator itself deletes pods only when it leaves the epoch, or ranks beyond the world size)."""
+    lost, epoch = p.seen.lost_nodes, p.status.restart_epoch or 0
+    found = [q for q in current if q.phase == "Failed" or (q.node in lost and q.phase not in TERMINAL)]
+    found += [
+        replace(q, phase="Failed", reason=q.reason or "PodLost")
+        for q in current
+        if q.deleting and q.rank < world and q.phase not in TERMINAL and q.node not in lost
+    ]
+    if p.status.launched:
+        have, name = {q.rank for q in current}, p.job.metadata["name"]
+        found += [
+            PodView(name=pod_name(name, epoch, r), epoch=epoch, rank=r, phase="Failed", reason="PodLost")
+            for r in range(world)
+            if r not in have
+        ]
+    return found
+
+
+def handle_failures(p: JobPass, current: list[PodView], world: int) -> tuple[Plan | None, set[int]]:
+    """The plan when a failure decides the pass (a failed job, or a new epoch), and the ranks whose failure
+    the policy ignores."""
+    spec = p.job.spec
+    verdicts = [classify(q, spec.failure_policy, p.seen.lost_nodes) for q in suspects(p, current, world)]
+    ignored = {v.pod.rank for v in verdicts if v.action is Action.IGNORE}
+    decisive = worst([v for v in verdicts if v.action is not Action.IGNORE])
+    if decisive is None:
+        return None, ignored
+    _record(p, decisive)
+    if decisive.action is Action.FAIL:
+        return p.finish(False, decisive.reason, decisive.message, current), ignored
+    limit = spec.failure_policy.max_restarts
+    if decisive.counts and (p.status.restarts or 0) >= limit:
+        why = f"{limit} restarts used; last failure: {decisive.message}"
+        return p.finish(False, "BackoffLimitExceeded", why, current), ignored
+    size = fitting_size(p.job, p.seen.capacity)
+    return p.new_epoch(decisive.reason, decisive.message, counts=decisive.counts, world=size), ignored
+
+
+def _record(p: JobPass, v: Verdict) -> None:
+    p.status.last_failure = LastFailure(
+        pod=v.pod.name,
+        node=v.pod.node,
+        reason=v.reason,
+        exit_code=v.pod.exit_code,
+        message=(v.pod.message or "")[:1024] or None,
+        action=v.action.value,
+        counted=v.counts,
+        time=p.stamp,
+    )

@@ -20,8 +20,8 @@ from ..prices import DEFAULT_PRICES, PriceTable
 from ..timestamps import rfc3339
 from .autoscale import Decision
 from .conditions import get, ready_summary, set_condition
+from .plan import Event
 from .pricing import pod_rate
-from .trainingjob import Event
 from .views import DeploymentView, NodeView, PodView, Probes
 
 

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.trainingjob import Progress
+from ..constants import COND_BAD_PROGRESS
+from .status import JobPass
 from .views import PodView
 
 _FIELDS = {
@@ -104,3 +106,17 @@ def progress(current: list[PodView], live: dict[str, Any] | None) -> Report:
         if result is not None:
             return from_document(result, "termination-message")
     return from_document(live, "endpoint") if live else Report()
+
+
+def report_progress(p: JobPass, current: list[PodView]) -> None:
+    """Progress into status. Bad data from the trainer is left out and reported in a condition and a Warning
+    Event (once); the rest of the pass goes on."""
+    found = progress(current, p.seen.live_progress)
+    if found.progress is not None:
+        p.status.progress = found.progress
+    problems = [*found.problems, *filter(None, [p.seen.live_progress_error])]
+    if problems:
+        text = "; ".join(problems)[:1024]
+        p.cond(COND_BAD_PROGRESS, True, "InvalidProgress", f"progress fields left out: {text}", warning=True)
+    else:
+        p.drop(COND_BAD_PROGRESS, "ValidProgress", "the trainer's progress reports are valid")

@@ -1,0 +1,52 @@
+"""What a TrainingJob pass reads besides the job (Observed) and what it decides (Plan)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api.trainingjob import TrainingJobStatus
+from ..prices import DEFAULT_PRICES, PriceTable
+from .views import NodeView, PodView
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    """What one reconcile pass wants done. Applying it twice is harmless."""
+
+    create: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)  # pod names
+    force_delete: list[str] = field(default_factory=list)  # pods on lost nodes: no kubelet will confirm
+    status: TrainingJobStatus | None = None  # the whole new status, stored exactly; None when unchanged
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None  # seconds until time alone changes the decision
+    delete_job: bool = False
+    new_epoch_reason: str | None = None  # a new epoch starts in this pass, and why
+    first_pods_complete: bool = False  # this pass creates the last missing pod of the job's first epoch
+    failover_seconds: float | None = None  # a restarted epoch became fully running: time since the failure
+
+    def requeue(self, seconds: float) -> None:
+        self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the operator saw besides the job itself."""
+
+    pods: list[PodView]
+    service_exists: bool = True
+    lost_nodes: frozenset[str] = frozenset()  # NotReady, unreachable or deleted nodes
+    capacity: int | None = None  # workers of this job's shape that fit if its own pods were gone; None = unknown
+    nodes: Mapping[str, NodeView] = field(default_factory=dict)  # for prices: GPU product, spot or on-demand
+    prices: PriceTable = field(default_factory=lambda: DEFAULT_PRICES)
+    live_progress: dict[str, Any] | None = None  # rank 0's latest /progress document, when fetched
+    live_progress_error: str | None = None  # why rank 0's last /progress reply was refused (too large, not JSON)
+    create_refused: str | None = None  # the API server's answer when it last refused to create a child
