@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.realnode import cgroups, mounts, network
+from lepton_cluster.realnode.node import shim_sockets
 from lepton_cluster.realnode.plan import BUSYBOX_IMAGE, RUNTIME_LABEL, RUNTIME_TOLERATION, slot_network
 from lepton_cluster.testing import unique_name, wait_for
 
@@ -193,6 +194,7 @@ def _traces(slot: int, run_dir: Path) -> dict[str, Any]:
         ).stdout,
         "iptables": [r for r in rules if net.rsplit(".", 2)[0] in r or f"lep{slot}" in r],
         "cgroups": cgroups.roots(f"lepton-{slot}-"),
+        "cni_cache": [f.name for f in Path("/var/lib/cni/results").glob("*") if str(run_dir) in f.read_text()],
         "container_logs": [p.name for p in logs.glob("*") if str(run_dir) in str(p.resolve())] if logs.exists() else [],
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text(),
     }
@@ -214,6 +216,7 @@ def test_down_leaves_nothing_on_the_machine(cluster: Cluster) -> None:
     )
     before = _traces(private.slot, private.run_dir)
     other = Cluster(private)
+    sockets: list[Path] = []
     try:
         other.up(restart=True, build=False)
         node = other.real_node_names[0]
@@ -222,10 +225,13 @@ def test_down_leaves_nothing_on_the_machine(cluster: Cluster) -> None:
         other.core.create_namespaced_pod("rn", busybox_pod("p", node, "echo hi; exec sleep 3600", restart="Always"))
         wait_for(lambda: phase(other, "rn", "p") == "Running", 60, message="pod Running")
         assert mounts.mounts_under(private.run_dir), "a running pod has mounts"
+        sockets = shim_sockets(other.real.node(node).containerd_state)
+        assert sockets, "a running pod has a shim, with its socket in /run/containerd/s"
     finally:
         other.down()
     assert not network.owned_links(private.run_dir)
     assert not other.real.leftovers()
+    assert not [s for s in sockets if s.exists()]
     after = _traces(private.slot, private.run_dir)
     assert after == before
     assert not after["processes"] and not after["mounts"] and not after["links"] and not after["cgroups"]

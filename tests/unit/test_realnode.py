@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from lepton_cluster.config import ClusterConfig
-from lepton_cluster.realnode import image, plan, render
+from lepton_cluster.realnode import image, machine, plan, render
 from lepton_cluster.realnode.cgroups import hierarchies, unescape
 from lepton_cluster.realnode.mounts import mounts_under
 
@@ -212,3 +212,29 @@ def test_parsers_of_mountinfo() -> None:
         "/srv/run/realnodes/n0/kubelet/pods/u/volumes/v",
         "/srv/run/realnodes/n0/containerd/state/x/rootfs/dev",
     }
+
+
+def test_machine_record_restores_settings_and_removes_only_new_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys_dir, old, new = tmp_path / "sys", tmp_path / "old", tmp_path / "new"
+    (sys_dir / "vm").mkdir(parents=True)
+    (sys_dir / "vm" / "overcommit_memory").write_text("0\n")
+    old.mkdir()
+    monkeypatch.setattr(machine, "PROC_SYS", sys_dir)
+    monkeypatch.setattr(machine, "KERNEL_SETTINGS", ("vm/overcommit_memory",))
+    monkeypatch.setattr(machine, "FOLDERS", (old, new, new / "sub"))
+    monkeypatch.setattr(machine, "KUBELET_DEVICE_SOCKET", new / "kubelet.sock")
+    record = tmp_path / "run" / "record.json"
+    machine.save(record)
+    # the kubelet changes a setting and makes folders; a second save keeps the first record
+    (sys_dir / "vm" / "overcommit_memory").write_text("1\n")
+    (new / "sub").mkdir(parents=True)
+    (new / "kubelet.sock").write_text("")
+    machine.save(record)
+    done = machine.restore(record)
+    assert (sys_dir / "vm" / "overcommit_memory").read_text() == "0"
+    assert old.exists() and not new.exists()
+    assert not record.parent.exists()
+    assert "vm.overcommit_memory=0" in done
+    assert machine.restore(record) == []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import glob
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ import yaml
 
 from ..config import kubeconfig
 from ..pki import Pki
-from . import cgroups, image, mounts, network, render, sysctls
+from . import cgroups, image, machine, mounts, network, render
 from .plan import RealNode, fabric_bridge, slot_network
 
 #: Debian packages the real nodes need (apt-get install ...).
@@ -93,6 +92,23 @@ def write_files(node: RealNode, pki: Pki, apiserver_url: str) -> None:
     node.kubelet_config.write_text(yaml.safe_dump(config, sort_keys=False))
     node.containerd_config.write_text(render.containerd_config(node))
     (node.cni_conf_dir / "10-lepton.conflist").write_text(json.dumps(render.cni_conflist(node), indent=2) + "\n")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def shim_sockets(state: Path) -> list[Path]:
+    """The shims' sockets (in containerd's fixed /run/containerd/s) named in a node's task folders."""
+    found = set()
+    for address in state.glob("io.containerd.runtime.v2.task/*/*/address"):
+        text = _read(address).strip()
+        if text.startswith("unix:///run/containerd/s/"):
+            found.add(Path(text.removeprefix("unix://")))
+    return sorted(found)
 
 
 def build_images(dest: Path) -> Path:
@@ -181,7 +197,7 @@ class RealNodes:
 
     def start_kubelet(self, name: str) -> None:
         node = self.node(name)
-        sysctls.save()  # before the kubelet changes them
+        machine.save()  # before the kubelet changes anything outside our folders
         argv = render.kubelet_argv(node, self.bin_dir / "kubelet")
         self._spawn(node, "kubelet", argv, {"PATH": PATH}, f"{node.cgroup_root}/kubelet")
 
@@ -255,8 +271,11 @@ class RealNodes:
     def stop(self, name: str) -> None:
         """Power cut: kill everything of the node, drop its mounts and containerd's state."""
         node = self.node(name)
+        sockets = shim_sockets(node.containerd_state)
         cgroups.kill_all(node.cgroup_root)
         mounts.unmount_all(node.dir)
+        for sock in sockets:
+            sock.unlink(missing_ok=True)
         shutil.rmtree(node.containerd_state, ignore_errors=True)
         for what in ("containerd", "kubelet"):
             (node.dir / f"{what}.pid").unlink(missing_ok=True)
@@ -280,6 +299,7 @@ class RealNodes:
         done: list[str] = []
         base = self.run_dir / "realnodes"
         owned = self._owned()
+        sockets = [s for node_dir, _ in owned for s in shim_sockets(node_dir / "containerd" / "state")]
         for node_dir, slot in owned:
             killed = cgroups.kill_all(f"/lepton-{slot}-{node_dir.name}")
             if killed:
@@ -295,15 +315,21 @@ class RealNodes:
         links = network.delete_links(self.run_dir)
         if links:
             done.append(f"links {', '.join(links)}")
-        for node_dir, slot in owned:
-            for f in glob.glob(str(CNI_CACHE / f"lepton-{slot}-{node_dir.name}-*")):
-                Path(f).unlink(missing_ok=True)
+        for sock in sockets:
+            sock.unlink(missing_ok=True)
+        cached = [f for f in CNI_CACHE.glob("*") if f"{base}/" in _read(f)]
+        for f in cached:
+            f.unlink(missing_ok=True)
+        if sockets or cached:
+            done.append(f"{len(sockets)} shim sockets, {len(cached)} CNI cache files")
         for link in CONTAINER_LOG_LINKS.glob("*.log"):
             with contextlib.suppress(OSError):
                 if os.readlink(link).startswith(f"{base}/"):
                     link.unlink()
-        if owned and not cgroups.roots("lepton-") and sysctls.restore():
-            done.append("kernel settings (restored)")
+        if owned and not cgroups.roots("lepton-"):
+            restored = machine.restore()
+            if restored:
+                done.append(f"machine state back as before the first real node ({', '.join(restored)})")
         for node_dir, _ in owned:
             (node_dir / "slot").unlink(missing_ok=True)
         for msg in done:
