@@ -1,4 +1,9 @@
-"""kopf settings and the operator's long-lived objects, made once at start-up."""
+"""kopf settings and the operator's long-lived objects, made once at start-up.
+
+kopf runs the process: start-up, clean-up, liveness. It watches nothing: both kinds run on our own controller
+runtime (handlers/controller.py). One replica (Deployment strategy Recreate), so no peering: kopf's peering is
+a freeze protocol between operators, not leader election, and would need cluster-wide RBAC on its objects.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import kopf
 
 from .config import OperatorConfig
 from .constants import GROUP
-from .handlers import inferenceservice, prices
+from .handlers import prices
 from .handlers.inferenceservice import InferenceServiceController
 from .handlers.trainingjob import TrainingJobController
 from .kube.client import Kube
@@ -26,10 +31,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled")
     # One replica (Deployment strategy Recreate): no peering objects, no extra RBAC.
     settings.peering.standalone = True
-    # kopf watches InferenceServices and their children only, filtered by the API server; TrainingJobs, their pods
-    # and Services and the nodes are watched by the TrainingJob controller's informers (no per-object workers).
-    for resource in ("pods", "services", "deployments"):
-        settings.watching.label_selectors[resource] = inferenceservice.CHILD_SELECTOR
     # Resources are resolved once at start-up (the CRDs come with the chart) and namespaces are exact names or
     # filtered in the handlers: no CRD or namespace watching, so no RBAC on either.
     settings.scanning.disabled = True
@@ -42,10 +43,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     memo.config = config
     memo.kube = Kube(connections=config.api_connections)
     memo.trainingjobs = jobs = TrainingJobController(memo.kube, config)
-    memo.inferenceservices = services = InferenceServiceController(Kube(connections=16), config, lambda: jobs.prices)
-    jobs.job_listeners.append(services.job_changed)
-    services.queue.start()
-    memo.tasks = [asyncio.create_task(jobs.run(), name="trainingjob controller")]
+    services = InferenceServiceController(
+        Kube(connections=16), config, lambda: jobs.prices, jobs.idx.jobs, jobs.idx.nodes
+    )
+    memo.inferenceservices = services
+    jobs.listeners.append(services.job_changed)
+    memo.tasks = [
+        asyncio.create_task(jobs.run(), name="trainingjob controller"),
+        asyncio.create_task(services.run(), name="inferenceservice controller"),
+    ]
     if config.prices_configmap:
 
         def use(table: PriceTable) -> None:

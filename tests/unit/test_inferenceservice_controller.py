@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from lepton_operator.api.inferenceservice import InferenceService
 from lepton_operator.config import OperatorConfig
-from lepton_operator.handlers.inferenceservice import Indexes, InferenceServiceController
+from lepton_operator.handlers.inferenceservice import InferenceServiceController
+from lepton_operator.kube.errors import ApiError
 from lepton_operator.prices import DEFAULT_PRICES
 from lepton_operator.reconcile.inferenceservice import resolve_model
 
@@ -26,9 +27,9 @@ def isvc(model: dict[str, Any]) -> dict[str, Any]:
 def controller(
     kube: FakeKube, body: dict[str, Any], jobs: dict[Any, list[Any]] | None = None
 ) -> InferenceServiceController:
-    ctl = InferenceServiceController(kube, OperatorConfig(), lambda: DEFAULT_PRICES)  # type: ignore[arg-type]
+    ctl = InferenceServiceController(kube, OperatorConfig(), lambda: DEFAULT_PRICES, jobs or {}, {})  # type: ignore[arg-type]
     kube.stored[KEY] = copy.deepcopy(body)
-    ctl.idx = Indexes({KEY: [body]}, {}, {}, {}, jobs or {}, {})  # type: ignore[arg-type]
+    ctl.idx.isvcs.put(KEY, KEY[1], body)
     return ctl
 
 
@@ -40,7 +41,7 @@ async def test_an_invalid_spec_is_a_condition_and_one_event() -> None:
     cond = next(c for c in status["conditions"] if c["type"] == "InvalidSpec")
     assert cond["status"] == "True" and "spec.model.modelPath" in cond["message"]
     assert status["ready"] == "False" and status["message"].startswith("invalid spec: ")
-    ctl.idx.isvcs[KEY][0]["status"] = status  # type: ignore[index]
+    ctl.idx.isvcs.put(KEY, KEY[1], copy.deepcopy(kube.stored[KEY]))
     await ctl.reconcile(KEY)
     assert [name for verb, name in kube.calls if verb == "create Event"] == ["InvalidSpec"]  # once
 
@@ -70,3 +71,22 @@ def test_a_service_of_a_trainingjob_mounts_that_jobs_own_checkpoint_folder(
     job["metadata"]["name"] = "train"
     model = resolve_model(InferenceService.model_validate(isvc({"fromTrainingJob": "train"})), job)
     assert (model.path, model.volume, model.mount_path, model.sub_path) == ("/ckpt/export", source, "/ckpt", sub_path)
+
+
+async def test_api_errors_back_off_exponentially_like_a_trainingjobs() -> None:
+    def fault(verb: str, obj: dict) -> Exception | None:
+        return ApiError(500, "POST", "deployments", "etcd timeout") if obj.get("kind") == "Deployment" else None
+
+    ctl = controller(FakeKube(fault), isvc({"modelPath": "/models/digits"}))
+    assert [await ctl.reconcile(KEY) for _ in range(3)] == [1.0, 2.0, 4.0]
+
+
+async def test_the_status_write_is_conditional_on_the_version_planned_from() -> None:
+    kube = FakeKube()
+    ctl = controller(kube, isvc({"modelPath": "/models/digits"}))
+    kube.stored[KEY]["metadata"]["resourceVersion"] = "9"  # changed since the index saw it
+    assert await ctl.reconcile(KEY) == 1.0  # Conflict: planned again, from the newer version
+    assert "status" not in kube.stored[KEY]
+    ctl.idx.isvcs.put(KEY, KEY[1], copy.deepcopy(kube.stored[KEY]))
+    assert await ctl.reconcile(KEY) is None
+    assert kube.stored[KEY]["status"]["modelPath"] == "/models/digits"

@@ -1,3 +1,1 @@
-"""Thin kopf wiring: observe -> plan -> apply. Importing this package registers the handlers."""
-
-from . import inferenceservice, trainingjob  # noqa: F401
+"""Controllers: informer callbacks -> work queue -> observe, plan, apply, on one runtime (controller.py)."""

@@ -106,7 +106,7 @@ class WorkQueue(Generic[K]):
 
 
 class WriteCache:
-    """Objects we wrote whose watch events have not reached kopf's index yet.
+    """Objects we wrote whose watch events have not reached the informer's index yet.
 
     The index may lag several of our writes behind. While it still shows a version older than our last
     write, our write's response is the truth; once it shows anything else (ours, or someone's newer

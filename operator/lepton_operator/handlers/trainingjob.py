@@ -1,9 +1,5 @@
-"""TrainingJob controller: informers feed in-memory indexes of jobs, pods, Services and nodes; their events queue
-a level-based reconcile of the job, run by a fixed set of workers.
-
-Nothing here is a per-object kopf handler: kopf's per-object machinery was most of the operator's CPU in a burst
-(docs/bench.md). kopf runs the operator (start-up, clean-up, liveness) and the InferenceService handlers.
-"""
+"""TrainingJob controller on the shared runtime (controller.py): informers of jobs, their pods and Services,
+and nodes; a pass observes them (plus free GPUs and rank 0's /progress), plans (reconcile/), and applies."""
 
 from __future__ import annotations
 
@@ -15,7 +11,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 from lepton_trainer import contract
 from pydantic import ValidationError
 
@@ -28,9 +23,8 @@ from ..constants import (
     LABEL_JOB,
     TRAININGJOB_PLURAL,
 )
-from ..kube.client import BadReply, Kube, merge_patch
-from ..kube.errors import ApiError, Conflict, Refused
-from ..kube.events import post_event
+from ..kube.client import BadReply, Kube
+from ..kube.errors import Refused
 from ..kube.informer import Index, Informer
 from ..kube.usage import GpuUsage
 from ..prices import DEFAULT_PRICES, PriceTable
@@ -39,15 +33,13 @@ from ..reconcile.elastic import own_gpus_if_resizable
 from ..reconcile.trainingjob import Observed, Plan, plan
 from ..reconcile.views import NodeView, PodView, node_view, pod_view
 from ..timestamps import epoch_seconds
+from .controller import CREATE_MEMORY, Controller, Key, key_of, owner_of
 from .invalid import describe, report_invalid
-from .runtime import WorkQueue, WriteCache
 
 log = logging.getLogger("lepton_operator.trainingjob")
-Key = tuple[str, str]
 CHILD_SELECTOR = selector(managed_labels(TRAININGJOB_APP))
 DELETED_NODE_MEMORY = 600.0  # seconds a deleted node counts as lost
 PROGRESS_POLL = 10.0  # seconds between fetches of a running job's /progress
-CREATE_MEMORY = 10.0  # seconds a created pod counts as existing before the index shows it
 
 
 @dataclass
@@ -60,32 +52,17 @@ class Indexes:
     nodes: Index[str, NodeView] = field(default_factory=Index)
 
 
-def _key(obj: dict[str, Any]) -> Key:
-    meta = obj["metadata"]
-    return meta.get("namespace", ""), meta["name"]
-
-
-def _job_of(obj: dict[str, Any]) -> Key:
-    meta = obj["metadata"]
-    return meta.get("namespace", ""), (meta.get("labels") or {}).get(LABEL_JOB, "")
-
-
-class TrainingJobController:
+class TrainingJobController(Controller):
     """Observe (from the informers' indexes) -> plan (pure) -> apply (kube/); one status write per pass."""
+
+    kind, plural = "trainingjob", TRAININGJOB_PLURAL
 
     def __init__(self, kube: Kube, config: OperatorConfig | None = None) -> None:
         self.config = config or OperatorConfig()
-        self.kube = kube
-        self.usage = GpuUsage(kube)
         self.idx = Indexes()
-        self.queue = WorkQueue[Key](self.reconcile, workers=self.config.reconcile_workers)
-        self.backoff_max = self.config.requeue_backoff_max
-        self.job_listeners: list[Callable[[str, str], None]] = []  # told of every job change (InferenceService)
-        self._failures: dict[Key, int] = {}
+        super().__init__(kube, self.idx.jobs, self.config.reconcile_workers, self.config.requeue_backoff_max)
+        self.usage = GpuUsage(kube)
         self._refused: dict[Key, str] = {}  # the API server's answer to the last refused create, until one succeeds
-        self._written = WriteCache()
-        # Pods we created that the index has not shown yet: key -> {name: monotonic time}. Saves a 409 each.
-        self._created: dict[Key, dict[str, float]] = {}
         self._progress: dict[Key, tuple[float, dict[str, Any] | None, str | None]] = {}  # time, doc, error
         self._deleted_nodes: dict[str, float] = {}
         self._unhealthy_nodes: set[str] = set()  # NotReady or tainted unreachable/not-ready, as last seen
@@ -104,42 +81,12 @@ class TrainingJobController:
             ]
         return found
 
-    async def run(self) -> None:
-        """Watch; once every informer has listed, start the workers (no pass ever acts on a partial view)."""
-        informers = self.informers()
-        tasks = [asyncio.create_task(i.run(), name=repr(i)) for i in informers]
-        try:
-            await asyncio.gather(*(i.synced.wait() for i in informers))
-            log.info("trainingjobs: %d informers synced; %d jobs queued", len(informers), len(self.queue))
-            self.queue.start()
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await self.queue.close()
-
     def _on_job(self, kind: str, obj: dict[str, Any]) -> None:
-        key = _key(obj)
-        if not self.config.watches(key[0]):
-            return
-        for tell in self.job_listeners:
-            tell(*key)
-        if kind == "DELETED":
-            self.idx.jobs.remove(key, key[1])
-            self.forget(key)
-            return
-        obj["metadata"].pop("managedFields", None)  # never read; most of a stored body's size
-        self.idx.jobs.put(key, key[1], obj)
-        if self._written.is_echo(key, obj):
-            # Our own status write coming back: one more pass, batched, since a pass need not be a fixed point
-            # (e.g. the pass that sets startTime is the one before the deadline's requeue is known).
-            self.queue.add(key, self.config.status_batch_seconds)
-            return
-        meta, status = obj["metadata"], obj.get("status") or {}
-        self.queue.add(key, urgent=meta.get("generation") != status.get("observedGeneration"))
+        if self.config.watches(key_of(obj)[0]):
+            self.on_object(kind, obj, self.config.status_batch_seconds)
 
     def _on_pod(self, kind: str, obj: dict[str, Any]) -> None:
-        key, name = _job_of(obj), obj["metadata"]["name"]
+        key, name = owner_of(obj, LABEL_JOB), obj["metadata"]["name"]
         if not self.config.watches(key[0]):
             return
         if kind == "DELETED":
@@ -154,7 +101,7 @@ class TrainingJobController:
             self.queue.add(key, self.config.status_batch_seconds)  # progress: one pass for a gang's events
 
     def _on_service(self, kind: str, obj: dict[str, Any]) -> None:
-        key, name = _job_of(obj), obj["metadata"]["name"]
+        key, name = owner_of(obj, LABEL_JOB), obj["metadata"]["name"]
         if not self.config.watches(key[0]):
             return
         if kind == "DELETED":
@@ -181,12 +128,9 @@ class TrainingJobController:
         self.trigger_jobs_on(name)
 
     def forget(self, key: Key) -> None:
+        super().forget(key)
         metrics.JOBS.jobs.pop(key, None)
-        self.queue.forget(key)
-        self._written.forget(key)
-        self._created.pop(key, None)
         self._progress.pop(key, None)
-        self._failures.pop(key, None)
         self._refused.pop(key, None)
 
     # -- nodes -------------------------------------------------------------------------------------
@@ -245,14 +189,12 @@ class TrainingJobController:
 
     async def reconcile(self, key: Key) -> float | None:
         with metrics.RECONCILE.time():
-            return await self._reconcile(key)
+            return await super().reconcile(key)
 
-    async def _reconcile(self, key: Key) -> float | None:
-        idx = self.idx
-        store = idx.jobs.get(key)
-        if not store:
+    async def sync(self, key: Key) -> float | None:
+        idx, body = self.idx, self.body(key)
+        if body is None:
             return None
-        body = self._written.current(key, next(iter(store)))
         now = datetime.now(UTC)
         try:
             job = TrainingJob.model_validate(body)
@@ -269,41 +211,19 @@ class TrainingJobController:
         except ValidationError as exc:  # e.g. relativeSpeed 0, which an older CRD let through
             await self._report_invalid(key, body, exc, now, "spec.prices.")
             return None
-        try:
-            capacity = await self._capacity(job, pods, lost)
-            live, live_error = await self._live_progress(key, job, pods)
-            seen = Observed(
-                pods, key in idx.services, lost, capacity, nodes, prices, live, live_error, self._refused.get(key)
-            )
-            decision = plan(job, seen, now)
-            refused = await self._apply(
-                key, body, decision, now, lambda why: plan(job, replace(seen, create_refused=why), now)
-            )
-        except Conflict as exc:  # the job moved since this pass read it: plan again from the newer version
-            log.info("trainingjob %s/%s: changed meanwhile; planning again", *key)
-            return self._retry_after(key, exc, quiet=True)
-        except ApiError as exc:
-            if exc.namespace_gone:
-                log.debug("trainingjob %s/%s: its namespace is going away", *key)
-                self.forget(key)
-                return None
-            return self._retry_after(key, exc)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return self._retry_after(key, exc)
+        capacity = await self._capacity(job, pods, lost)
+        live, live_error = await self._live_progress(key, job, pods)
+        seen = Observed(
+            pods, key in idx.services, lost, capacity, nodes, prices, live, live_error, self._refused.get(key)
+        )
+        decision = plan(job, seen, now)
+        refused = await self._apply(
+            key, body, decision, now, lambda why: plan(job, replace(seen, create_refused=why), now)
+        )
         self._observe(key, body, job.status, decision)
         if refused:  # reported in status and an Event; the same request would be refused again at once
-            return self._retry_after(key, f"the API server refused a create: {refused}")
-        self._failures.pop(key, None)
-        requeue: float | None = decision.requeue_after
-        return requeue
-
-    def _retry_after(self, key: Key, exc: object, quiet: bool = False) -> float:
-        """Exponential backoff (capped) after a failed apply; the next pass recomputes everything."""
-        tries = self._failures[key] = self._failures.get(key, 0) + 1
-        delay = min(self.backoff_max, 0.5 * (1 << min(tries, 10)))
-        if not quiet:
-            log.warning("trainingjob %s/%s: apply failed (%s); retrying in %.1fs", *key, exc, delay)
-        return delay
+            return self.retry_after(key, f"the API server refused a create: {refused}")
+        return self.succeeded(key, decision.requeue_after)
 
     def _observe(self, key: Key, body: dict[str, Any], before: TrainingJobStatus, p: Plan) -> None:
         """Metrics from one applied pass."""
@@ -335,9 +255,8 @@ class TrainingJobController:
             told = knowing(now_known)
             p.status, p.events = told.status, told.events
         if p.status is not None:
-            await self._write_status(key, body, p.status)
-        for ev in p.events:
-            await post_event(self.kube, body, ev.type, ev.reason, ev.message, now)
+            await self.write_status(key, body, p.status)
+        await self.post_events(body, p.events, now)
         return refused
 
     def _log(self, key: Key, body: dict[str, Any], p: Plan) -> None:
@@ -365,14 +284,12 @@ class TrainingJobController:
         )
         if p.delete or p.force_delete:
             self.usage.invalidate()
-            recent = self._created.get(key, {})
-            for pod in (*p.delete, *p.force_delete):
-                recent.pop(pod, None)  # deleted on purpose: may be created again (resume) at once
-        todo = self._not_in_flight(key, p.create)
+            self.deleted(key, [*p.delete, *p.force_delete])
+        todo = self.not_in_flight(key, p.create)
         if len(todo) < len(p.create):  # look again once the index must show them, or they are really gone
             p.requeue(CREATE_MEMORY)
         results = await asyncio.gather(*(self.kube.create(obj) for obj in todo), return_exceptions=True)
-        self._remember(key, [o for o, r in zip(todo, results, strict=True) if not isinstance(r, BaseException)])
+        self.remember(key, [o for o, r in zip(todo, results, strict=True) if not isinstance(r, BaseException)])
         refusals = [
             f"{o['kind']} {o['metadata']['name']}: {r.message}"
             for o, r in zip(todo, results, strict=True)
@@ -384,31 +301,6 @@ class TrainingJobController:
         if todo and not refusals:
             self._refused.pop(key, None)
         return refusals[0] if refusals else None
-
-    async def _write_status(self, key: Key, body: dict[str, Any], status: TrainingJobStatus) -> None:
-        """Store exactly `status`: a merge patch from the stored status (nulls at any depth), conditional on the
-        resourceVersion the plan was made from (Conflict when the job moved meanwhile)."""
-        patch = merge_patch(body.get("status") or {}, status.to_wire())
-        if patch:
-            rv = body["metadata"].get("resourceVersion")
-            updated = await self.kube.patch_status(API_VERSION, TRAININGJOB_PLURAL, *key, patch, rv)
-            if updated is not None:
-                updated["metadata"].pop("managedFields", None)
-                self._written.wrote(key, body, updated)
-
-    def _not_in_flight(self, key: Key, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Drop creates of pods created moments ago that the (lagging) index does not show yet."""
-        now = time.monotonic()
-        recent = {n: t for n, t in self._created.pop(key, {}).items() if now - t < CREATE_MEMORY}
-        if recent:
-            self._created[key] = recent
-        return [o for o in objs if o["kind"] != "Pod" or o["metadata"]["name"] not in recent]
-
-    def _remember(self, key: Key, created: list[dict[str, Any]]) -> None:
-        now = time.monotonic()
-        names = {o["metadata"]["name"]: now for o in created if o["kind"] == "Pod"}
-        if names:
-            self._created.setdefault(key, {}).update(names)
 
     async def _report_invalid(
         self, key: Key, body: dict[str, Any], exc: ValidationError, now: datetime, prefix: str = ""

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.base import Condition
-from ..api.inferenceservice import InferenceService, ServingCost
+from ..api.inferenceservice import InferenceService, InferenceServiceStatus, ServingCost
 from ..api.trainingjob import TrainingJob
 from ..builders import inferenceservice as build
 from ..builders.common import claim_or_host_path
@@ -42,7 +42,7 @@ class Observed:
 class Plan:
     create: list[dict[str, Any]] = field(default_factory=list)
     patch_deployment: dict[str, Any] | None = None  # a merge patch of the Deployment
-    status: dict[str, Any] | None = None  # the whole new status, or None when unchanged
+    status: InferenceServiceStatus | None = None  # the whole new status, stored exactly; None when unchanged
     events: list[Event] = field(default_factory=list)
     scaled: tuple[int, int] | None = None  # (from, to) replicas
 
@@ -121,6 +121,7 @@ def _model_condition(seen: Observed) -> tuple[bool, str, str]:
 
 
 def plan(isvc: InferenceService, seen: Observed, now: datetime) -> Plan:
+    """Decide one pass for a service: its Deployment and Service, replicas, conditions, cost."""
     p, stamp, gen = Plan(), rfc3339(now), isvc.metadata.get("generation")
     old = isvc.status
     st = old.model_copy(deep=True)
@@ -133,7 +134,6 @@ def plan(isvc: InferenceService, seen: Observed, now: datetime) -> Plan:
 
     if get(conditions, COND_INVALID) is not None:  # readable again: no Event for the good news
         set_condition(conditions, COND_INVALID, False, "ValidSpec", "the spec is valid", stamp, gen)
-    name = isvc.metadata["name"]
     try:
         model = resolve_model(isvc, seen.training_job)
     except Unresolved as why:
@@ -141,34 +141,10 @@ def plan(isvc: InferenceService, seen: Observed, now: datetime) -> Plan:
         cond(COND_READY, False, why.reason, why.message)
         st.message = why.message
     else:
-        st.model_path = model.path
-        replicas = desired_replicas(isvc, seen.scale)
-        want = build.deployment(isvc, model, seen.image, replicas)
-        dep = seen.deployment
-        if dep is None:
-            p.create.append(want)
-        elif dep.template_hash != want["metadata"]["annotations"][build.TEMPLATE_HASH]:
-            p.patch_deployment = {"metadata": {"annotations": want["metadata"]["annotations"]}, "spec": want["spec"]}
-            p.events.append(Event("Normal", "RollingUpdate", f"rolling out a new server template ({model.path})"))
-        elif dep.replicas != replicas:
-            p.patch_deployment = {"spec": {"replicas": replicas}}
-        if not seen.service_exists:
-            p.create.append(build.service(isvc))
-        if old.replicas is not None and replicas != old.replicas:
-            p.scaled = (old.replicas, replicas)
-            cause = seen.scale.reason if seen.scale else "Spec"
-            load = f", {seen.scale.stable:.1f} in flight (panic window {seen.scale.burst:.1f})" if seen.scale else ""
-            verb = "ScaledUp" if replicas > old.replicas else "ScaledDown"
-            p.events.append(Event("Normal", verb, f"{old.replicas} -> {replicas} replicas ({cause}{load})"))
-            st.last_scale_time = stamp
-        st.replicas = replicas
-        ready_n = dep.ready_replicas if dep else 0
-        st.ready_replicas = ready_n
-        st.replica_summary = ready_summary(ready_n, replicas)
-        st.selector = build.selector(name)
-        st.url = build.url(isvc)
+        _serve(isvc, seen, model, p, st, stamp)
         ok, reason, message = _model_condition(seen)
         cond(COND_MODEL_LOADED, ok, reason, message)
+        ready_n, replicas = st.ready_replicas or 0, st.replicas or 0
         serving = bool(ready_n and (ok or seen.probes.loaded))  # old replicas may serve while a new model fails
         if serving:
             cond(COND_READY, True, "Serving", f"{ready_n} of {replicas} replica(s) ready at {st.url}")
@@ -177,22 +153,51 @@ def plan(isvc: InferenceService, seen: Observed, now: datetime) -> Plan:
         else:
             cond(COND_READY, False, reason, message)
         st.message = None if serving and ok else message
-        if seen.probes.version:
-            st.model_version = seen.probes.version
-        if seen.scale is not None:
-            st.panic = seen.scale.panic
     st.conditions = conditions
     ready_cond = get(conditions, COND_READY)
     st.ready = ready_cond.status if ready_cond else "False"
     st.observed_generation = gen
-    st.cost = ServingCost(
-        rate_usd_per_hour=f"{rate_per_hour(isvc, seen.pods, seen.nodes, seen.prices):.2f}",
-        price_source=seen.prices.source,
-    )
-    new, before = st.to_wire(), old.to_wire()
+    rate = rate_per_hour(isvc, seen.pods, seen.nodes, seen.prices)
+    st.cost = ServingCost(rate_usd_per_hour=f"{rate:.2f}", price_source=seen.prices.source)
     # The in-flight figure is informational: written along with other changes, never on its own.
     if seen.scale is not None:
-        new["inFlight"] = f"{seen.scale.stable:.1f}"
-    if {k: v for k, v in new.items() if k != "inFlight"} != {k: v for k, v in before.items() if k != "inFlight"}:
-        p.status = new
+        st.in_flight = f"{seen.scale.stable:.1f}"
+    if st.model_copy(update={"in_flight": None}) != old.model_copy(update={"in_flight": None}):
+        p.status = st
     return p
+
+
+def _serve(
+    isvc: InferenceService, seen: Observed, model: build.ModelMount, p: Plan, st: InferenceServiceStatus, stamp: str
+) -> None:
+    """The Deployment and Service for the resolved model, at the replicas wanted now (with a scale Event)."""
+    old_replicas = isvc.status.replicas
+    st.model_path = model.path
+    replicas = desired_replicas(isvc, seen.scale)
+    want = build.deployment(isvc, model, seen.image, replicas)
+    dep = seen.deployment
+    if dep is None:
+        p.create.append(want)
+    elif dep.template_hash != want["metadata"]["annotations"][build.TEMPLATE_HASH]:
+        p.patch_deployment = {"metadata": {"annotations": want["metadata"]["annotations"]}, "spec": want["spec"]}
+        p.events.append(Event("Normal", "RollingUpdate", f"rolling out a new server template ({model.path})"))
+    elif dep.replicas != replicas:
+        p.patch_deployment = {"spec": {"replicas": replicas}}
+    if not seen.service_exists:
+        p.create.append(build.service(isvc))
+    if old_replicas is not None and replicas != old_replicas:
+        p.scaled = (old_replicas, replicas)
+        cause = seen.scale.reason if seen.scale else "Spec"
+        load = f", {seen.scale.stable:.1f} in flight (panic window {seen.scale.burst:.1f})" if seen.scale else ""
+        verb = "ScaledUp" if replicas > old_replicas else "ScaledDown"
+        p.events.append(Event("Normal", verb, f"{old_replicas} -> {replicas} replicas ({cause}{load})"))
+        st.last_scale_time = stamp
+    st.replicas = replicas
+    st.ready_replicas = dep.ready_replicas if dep else 0
+    st.replica_summary = ready_summary(st.ready_replicas, replicas)
+    st.selector = build.selector(isvc.metadata["name"])
+    st.url = build.url(isvc)
+    if seen.probes.version:
+        st.model_version = seen.probes.version
+    if seen.scale is not None:
+        st.panic = seen.scale.panic

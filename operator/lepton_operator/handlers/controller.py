@@ -1,0 +1,175 @@
+"""The controller runtime both kinds share: informers feed in-memory indexes; their events queue the owner's key;
+a fixed set of workers runs one pass per key at a time (observe -> plan -> apply), retried with exponential
+backoff. Pods just created count as existing until the index shows them (create expectations); status is
+stored exactly as planned, conditional on the resourceVersion it was planned from; Events are best-effort.
+
+kopf runs the process (start-up, clean-up, liveness); no per-object kopf machinery: it was most of the
+operator's CPU in a burst (docs/bench.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from ..api.base import KubeModel
+from ..constants import API_VERSION
+from ..kube.client import Kube, merge_patch
+from ..kube.errors import ApiError, Conflict
+from ..kube.events import post_event
+from ..kube.informer import Index, Informer
+from ..reconcile.plan import Event
+from .runtime import WorkQueue, WriteCache
+
+log = logging.getLogger("lepton_operator.controller")
+Key = tuple[str, str]
+CREATE_MEMORY = 10.0  # seconds a created pod counts as existing before the index shows it
+
+
+def key_of(obj: dict[str, Any]) -> Key:
+    meta = obj["metadata"]
+    return meta.get("namespace", ""), meta["name"]
+
+
+def owner_of(obj: dict[str, Any], label: str) -> Key:
+    """The key of the object a child belongs to, from its label."""
+    meta = obj["metadata"]
+    return meta.get("namespace", ""), (meta.get("labels") or {}).get(label, "")
+
+
+class Controller:
+    """One kind's controller: `informers()` and `sync(key)` are the kind's; the rest is shared."""
+
+    kind = ""  # lower-case kind, for logs
+    plural = ""
+
+    def __init__(self, kube: Kube, objects: Index[Key, dict[str, Any]], workers: int, backoff_max: float) -> None:
+        self.kube, self.objects, self.backoff_max = kube, objects, backoff_max
+        self.queue = WorkQueue[Key](self.reconcile, workers=workers)
+        self.listeners: list[Callable[[str, str], None]] = []  # told of every change of an object
+        self.written = WriteCache()
+        self._failures: dict[Key, int] = {}
+        self._created: dict[Key, dict[str, float]] = {}  # pods created that the index has not shown yet
+
+    # -- watching --------------------------------------------------------------------------------
+    def informers(self) -> list[Informer]:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Watch; once every informer has listed, start the workers (no pass ever acts on a partial view)."""
+        informers = self.informers()
+        tasks = [asyncio.create_task(i.run(), name=repr(i)) for i in informers]
+        try:
+            await asyncio.gather(*(i.synced.wait() for i in informers))
+            log.info("%ss: %d informers synced; %d queued", self.kind, len(informers), len(self.queue))
+            self.queue.start()
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await self.queue.close()
+
+    def on_object(self, kind: str, obj: dict[str, Any], batch_seconds: float) -> None:
+        """An object of the kind changed: index it and queue it (urgent when its spec changed; our own status
+        write coming back batched, since a pass need not be a fixed point)."""
+        key = key_of(obj)
+        for tell in self.listeners:
+            tell(*key)
+        if kind == "DELETED":
+            self.objects.remove(key, key[1])
+            self.forget(key)
+            return
+        obj["metadata"].pop("managedFields", None)  # never read; most of a stored body's size
+        self.objects.put(key, key[1], obj)
+        if self.written.is_echo(key, obj):
+            self.queue.add(key, batch_seconds)
+            return
+        meta, status = obj["metadata"], obj.get("status") or {}
+        self.queue.add(key, urgent=meta.get("generation") != status.get("observedGeneration"))
+
+    def forget(self, key: Key) -> None:
+        self.queue.forget(key)
+        self.written.forget(key)
+        self._created.pop(key, None)
+        self._failures.pop(key, None)
+
+    def body(self, key: Key) -> dict[str, Any] | None:
+        """The object as last seen, or as our last status write returned it while the index lags behind."""
+        store = self.objects.get(key)
+        return self.written.current(key, next(iter(store))) if store else None
+
+    # -- one pass ----------------------------------------------------------------------------------
+    async def sync(self, key: Key) -> float | None:
+        """Observe, plan, apply; seconds until the key wants another pass, or None."""
+        raise NotImplementedError
+
+    async def reconcile(self, key: Key) -> float | None:
+        """One pass; API errors are retried with backoff (a Conflict at once, quietly: plan again)."""
+        try:
+            return await self.sync(key)
+        except Conflict as exc:
+            log.info("%s %s/%s: changed meanwhile; planning again", self.kind, *key)
+            return self.retry_after(key, exc, quiet=True)
+        except ApiError as exc:
+            if exc.namespace_gone:
+                log.debug("%s %s/%s: its namespace is going away", self.kind, *key)
+                self.forget(key)
+                return None
+            return self.retry_after(key, exc)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return self.retry_after(key, exc)
+
+    def succeeded(self, key: Key, requeue: float | None) -> float | None:
+        self._failures.pop(key, None)
+        return requeue
+
+    def retry_after(self, key: Key, exc: object, quiet: bool = False) -> float:
+        """Exponential backoff (capped) after a failed apply; the next pass recomputes everything."""
+        tries = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = min(self.backoff_max, 0.5 * (1 << min(tries, 10)))
+        if not quiet:
+            log.warning("%s %s/%s: apply failed (%s); retrying in %.1fs", self.kind, *key, exc, delay)
+        return delay
+
+    async def write_status(self, key: Key, body: dict[str, Any], status: KubeModel, **extra: Any) -> None:
+        """Store exactly `status` (and `extra` wire fields): a merge patch from the stored status (nulls at any
+        depth), conditional on the resourceVersion the plan was made from (Conflict when it moved meanwhile)."""
+        patch = merge_patch(body.get("status") or {}, status.to_wire() | extra)
+        if patch:
+            rv = body["metadata"].get("resourceVersion")
+            updated = await self.kube.patch_status(API_VERSION, self.plural, *key, patch, rv)
+            if updated is not None:
+                updated["metadata"].pop("managedFields", None)
+                self.written.wrote(key, body, updated)
+
+    async def post_events(self, body: dict[str, Any], events: list[Event], now: datetime) -> None:
+        """After the status write; a lost Event is logged, never fails or repeats the pass."""
+        for ev in events:
+            await post_event(self.kube, body, ev.type, ev.reason, ev.message, now)
+
+    # -- create expectations -----------------------------------------------------------------------
+    def not_in_flight(self, key: Key, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Drop creates of pods created moments ago that the (lagging) index does not show yet."""
+        now = time.monotonic()
+        recent = {n: t for n, t in self._created.pop(key, {}).items() if now - t < CREATE_MEMORY}
+        if recent:
+            self._created[key] = recent
+        return [o for o in objs if o["kind"] != "Pod" or o["metadata"]["name"] not in recent]
+
+    def remember(self, key: Key, created: list[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        names = {o["metadata"]["name"]: now for o in created if o["kind"] == "Pod"}
+        if names:
+            self._created.setdefault(key, {}).update(names)
+
+    def deleted(self, key: Key, pods: list[str]) -> None:
+        """Pods deleted on purpose: they may be created again (resume) at once."""
+        recent = self._created.get(key, {})
+        for pod in pods:
+            recent.pop(pod, None)
