@@ -168,6 +168,9 @@ class RealNodes:
         Needs no apiserver: `up` runs it while the control plane starts."""
         if not self.nodes:
             return
+        for node in self.nodes.values():  # a fresh log per `up`, as the control plane's
+            for what in ("containerd", "kubelet"):
+                self._log_path(node, what).unlink(missing_ok=True)
         build_images(self.images_archive)
         first = next(iter(self.nodes.values()))
         network.ensure_fabric(first.slot, self.run_dir)
@@ -285,12 +288,17 @@ class RealNodes:
 
     # -- teardown --------------------------------------------------------------------------
     def _owned(self) -> list[tuple[Path, int]]:
-        """Node folders of this run folder that were started (their `slot` file), with the slot."""
-        found = []
+        """Node folders of this run folder that were started (their `slot` file), with the slot;
+        and planned nodes whose cgroup exists while our fabric bridge does (the folder was lost)."""
+        found = {}
         for slot_file in sorted((self.run_dir / "realnodes").glob("*/slot")):
             with contextlib.suppress(OSError, ValueError):
-                found.append((slot_file.parent, int(slot_file.read_text())))
-        return found
+                found[slot_file.parent] = int(slot_file.read_text())
+        links = set(network.owned_links(self.run_dir))
+        for n in self.nodes.values():
+            if fabric_bridge(n.slot) in links and n.cgroup_root in cgroups.roots(f"lepton-{n.slot}-"):
+                found.setdefault(n.dir, n.slot)
+        return sorted(found.items())
 
     def teardown(self, log: Callable[[str], None]) -> list[str]:
         """Remove everything the real nodes of this run folder made on the machine (safe twice):
