@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from lepton_operator.api.trainingjob import TrainingJob, TrainingJobStatus
+from lepton_operator.api.trainingjob import TrainingJob
+from lepton_operator.api.trainingjob_status import TrainingJobStatus
 from lepton_operator.builders.trainingjob import worker_pod
 from lepton_operator.reconcile.trainingjob import Plan
 from lepton_operator.reconcile.views import PodView, pod_view

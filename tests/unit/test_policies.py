@@ -6,7 +6,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from lepton_operator.api.trainingjob import CostStatus, TrainingJob
+from lepton_operator.api.trainingjob import TrainingJob
+from lepton_operator.api.trainingjob_status import CostStatus
 from lepton_operator.reconcile import elastic, epoch, lifecycle
 from lepton_operator.reconcile.budget import charge
 from lepton_operator.reconcile.failover import handle_failures

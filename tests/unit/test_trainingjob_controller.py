@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import aiohttp
-from lepton_operator.api.trainingjob import TrainingJobStatus
+from lepton_operator.api.trainingjob_status import TrainingJobStatus
 from lepton_operator.handlers.trainingjob import TrainingJobController
 from lepton_operator.kube.errors import ApiError, Refused
 from lepton_operator.reconcile.views import PodView, pod_view

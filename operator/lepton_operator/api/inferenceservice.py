@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from .base import DNS_LABEL, LABEL_VALUE, Condition, KubeModel, cel, validations
-from .trainingjob import Resources, Toleration
+from .pod import Resources, Toleration
 
 MAX_REPLICAS = 256
 MAX_NAME_LENGTH = 52  # the Deployment's ReplicaSets and pods append hashes; Service names are DNS-1035

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api.trainingjob import Resources
+from ..api.pod import Resources
 from ..constants import GPU_RESOURCE
 
 

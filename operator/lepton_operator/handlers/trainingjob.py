@@ -15,7 +15,8 @@ from lepton_trainer import contract
 from pydantic import ValidationError
 
 from .. import metrics
-from ..api.trainingjob import TrainingJob, TrainingJobStatus
+from ..api.trainingjob import TrainingJob
+from ..api.trainingjob_status import TrainingJobStatus
 from ..builders.common import TRAININGJOB_APP, managed_labels, selector
 from ..config import OperatorConfig
 from ..constants import (

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..api.trainingjob import CostStatus, TrainingJob
+from ..api.trainingjob import TrainingJob
+from ..api.trainingjob_status import CostStatus
 from ..constants import COND_BUDGET
 from .cost import accrue
 from .status import JobPass

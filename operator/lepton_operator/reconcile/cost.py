@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from ..api.trainingjob import CostStatus, TrainingJob
+from ..api.trainingjob import TrainingJob
+from ..api.trainingjob_status import CostStatus
 from ..prices import PriceTable
 from ..timestamps import epoch_seconds, rfc3339
 from .pricing import pod_rate

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from ..api.trainingjob import ExitCodes, FailurePolicy, FailureRule, LastFailure, TrainingJob
+from ..api.trainingjob import ExitCodes, FailurePolicy, FailureRule, TrainingJob
+from ..api.trainingjob_status import LastFailure
 from ..builders.names import pod_name
 from .elastic import fitting_size
 from .plan import Plan

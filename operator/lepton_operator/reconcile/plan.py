@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..api.trainingjob import TrainingJobStatus
+from ..api.trainingjob_status import TrainingJobStatus
 from ..prices import DEFAULT_PRICES, PriceTable
 from .views import NodeView, PodView
 

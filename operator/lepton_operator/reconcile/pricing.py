@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ..api.trainingjob import Resources, TrainingJob
+from ..api.pod import Resources
+from ..api.trainingjob import TrainingJob
 from ..builders.placement import Placement
 from ..constants import CAPACITY_TYPE_LABEL, GPU_PRODUCT_LABEL
 from ..prices import PriceTable

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..api.trainingjob import Progress
+from ..api.trainingjob_status import Progress
 from ..constants import COND_BAD_PROGRESS
 from .status import JobPass
 from .views import PodView
