@@ -171,7 +171,7 @@ class Cluster:
         ServiceAccount present in `default`.
         """
         with self._lock():
-            if not restart and self.is_ready():
+            if not restart and self.is_ready() and self._real_nodes_running():
                 _log(f"already running (apiserver {self.config.apiserver_url}); `down` first to restart")
                 return 0.0
             if self._running_pids():
@@ -530,6 +530,9 @@ class Cluster:
                 if pid not in found and _proc_alive(pid) and self._is_ours(pid):
                     found[pid] = Path(_proc_cmdline(pid)[0]).name
         return found
+
+    def _real_nodes_running(self) -> bool:
+        return all(pid is not None for node in self.real.nodes for pid in self.real.pids(node).values())
 
     def _stop_real_nodes(self) -> list[str]:
         """Tear down the real nodes (processes, mounts, links, cgroups); fail if anything is left."""
