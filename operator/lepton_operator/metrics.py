@@ -36,6 +36,12 @@ FAILOVER = Histogram(
     buckets=(0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 60, 120, 300),
     registry=REGISTRY,
 )
+TASK_RESTARTS = Counter(
+    "lepton_operator_task_restarts",
+    "Background tasks (controllers, price reload, leader election) started again after they ended.",
+    ["task"],
+    registry=REGISTRY,
+)
 
 
 @dataclass

@@ -7,7 +7,6 @@ a freeze protocol between operators, not leader election, and would need cluster
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -17,6 +16,7 @@ from .config import OperatorConfig
 from .constants import GROUP
 from .handlers import prices
 from .handlers.inferenceservice import InferenceServiceController
+from .handlers.supervisor import Supervisor
 from .handlers.trainingjob import TrainingJobController
 from .kube.client import Kube
 from .prices import PriceTable
@@ -48,23 +48,33 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     )
     memo.inferenceservices = services
     jobs.listeners.append(services.job_changed)
-    memo.tasks = [
-        asyncio.create_task(jobs.run(), name="trainingjob controller"),
-        asyncio.create_task(services.run(), name="inferenceservice controller"),
-    ]
+    memo.supervisor = tasks = Supervisor()
+    tasks.start("trainingjob controller", jobs.run)
+    tasks.start("inferenceservice controller", services.run)
     if config.prices_configmap:
 
         def use(table: PriceTable) -> None:
             memo.trainingjobs.prices = table
 
-        memo.tasks.append(asyncio.create_task(prices.follow(memo.kube, config.prices_configmap, use)))
+        tasks.start("price reload", lambda: prices.follow(memo.kube, config.prices_configmap, use))
     logger.info("lepton-operator configured: namespaces=%s", config.namespaces or "all")
+
+
+@kopf.on.probe(id="tasks")
+def tasks_alive(memo: kopf.Memo, **_: Any) -> dict[str, str]:
+    """/healthz: each background task's state; a task that keeps failing fails the probe (kubelet restarts us)."""
+    supervisor: Supervisor | None = memo.get("supervisor")
+    if supervisor is None:
+        return {}
+    health = supervisor.health()
+    if not supervisor.healthy():
+        raise kopf.PermanentError(f"background tasks failing: {health}")
+    return health
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    for task in memo.get("tasks", []):
-        task.cancel()
-    await asyncio.gather(*memo.get("tasks", []), return_exceptions=True)
+    if "supervisor" in memo:
+        await memo.supervisor.close()
     await memo.inferenceservices.close()
     await memo.kube.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .. import metrics
 from ..api.inferenceservice import InferenceService
 from ..builders.inferenceservice import SERVE_PORT
 from ..config import OperatorConfig
@@ -23,6 +24,7 @@ from ..reconcile.inferenceservice import desired_replicas
 from ..reconcile.views import DeploymentView, PodView, Probes
 
 log = logging.getLogger("lepton_operator.autoscaler")
+RESTART_SECONDS = 5.0
 Key = tuple[str, str]
 
 
@@ -62,6 +64,20 @@ class Autoscalers:
         st = self.state(key)
         if st.task is None or st.task.done():
             st.task = asyncio.get_running_loop().create_task(self._scale_loop(key), name=f"autoscaler {key}")
+            st.task.add_done_callback(lambda task: self._ended(key, task))
+
+    def _ended(self, key: Key, task: asyncio.Task[None]) -> None:
+        """A scaler task ended by itself (a bug: its loop logs every Exception): log it, start it again later."""
+        st = self._states.get(key)
+        if task.cancelled() or st is None or st.task is not task:
+            return
+        log.error("inferenceservice %s/%s: autoscaler task ended; restarting", *key, exc_info=task.exception())
+        metrics.TASK_RESTARTS.labels("autoscaler").inc()
+        asyncio.get_running_loop().call_later(RESTART_SECONDS, self._restart, key)
+
+    def _restart(self, key: Key) -> None:
+        if key in self._states:  # not forgotten meanwhile
+            self.ensure(key)
 
     def forget(self, key: Key) -> None:
         st = self._states.pop(key, None)

@@ -43,6 +43,14 @@ def owner_of(obj: dict[str, Any], label: str) -> Key:
     return meta.get("namespace", ""), (meta.get("labels") or {}).get(label, "")
 
 
+async def first_to_end(tasks: list[asyncio.Future[Any]]) -> None:
+    """Wait until one of `tasks` ends; raise its exception, if it raised one."""
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for t in done:
+        if not t.cancelled() and (exc := t.exception()) is not None:
+            raise exc
+
+
 class Controller:
     """One kind's controller: `informers()` and `sync(key)` are the kind's; the rest is shared."""
 
@@ -56,23 +64,38 @@ class Controller:
         self.written = WriteCache()
         self._failures: dict[Key, int] = {}
         self._created: dict[Key, dict[str, float]] = {}  # pods created that the index has not shown yet
+        self._informers: list[Informer] | None = None  # made on the first run, kept across restarts
 
     # -- watching --------------------------------------------------------------------------------
     def informers(self) -> list[Informer]:
         raise NotImplementedError
 
     async def run(self) -> None:
-        """Watch; once every informer has listed, start the workers (no pass ever acts on a partial view)."""
-        informers = self.informers()
+        """Watch; once every informer has listed, start the workers (no pass ever acts on a partial view).
+
+        Runs until an informer or a worker ends, which is a bug: it raises then, for the supervisor
+        (supervisor.py) to start it again. The informers are kept, so the relist reports what vanished meanwhile;
+        every known key is queued again (the stopped queue's timers went with it)."""
+        if self._informers is None:
+            self._informers = self.informers()
+        informers = self._informers
         tasks = [asyncio.create_task(i.run(), name=repr(i)) for i in informers]
+        synced = asyncio.ensure_future(asyncio.gather(*(i.synced.wait() for i in informers)))
         try:
-            await asyncio.gather(*(i.synced.wait() for i in informers))
+            await first_to_end([synced, *tasks])
+            if not synced.done():
+                raise RuntimeError(f"{self.kind} controller: an informer ended before it listed")
             log.info("%ss: %d informers synced; %d queued", self.kind, len(informers), len(self.queue))
             self.queue.start()
-            await asyncio.gather(*tasks)
+            for key in list(self.objects):
+                self.queue.add(key)
+            await first_to_end([*tasks, *self.queue.workers])
+            raise RuntimeError(f"{self.kind} controller: a task ended")
         finally:
+            synced.cancel()
             for t in tasks:
                 t.cancel()
+            await asyncio.gather(synced, *tasks, return_exceptions=True)
             await self.queue.close()
 
     def on_object(self, kind: str, obj: dict[str, Any], batch_seconds: float) -> None:

@@ -38,9 +38,23 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         return len(self._queued)
 
+    @property
+    def workers(self) -> list[asyncio.Task[None]]:
+        """The running worker tasks (they never end by themselves: one that does is a bug)."""
+        return list(self._tasks)
+
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._work(), name=f"reconcile worker {i}") for i in range(self._workers)]
+
+    async def stop(self) -> None:
+        """Stop the workers (a pass under way is cancelled); queued keys and timers stay for the next start."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._running.clear()
+        self._again.clear()  # whoever starts the workers again queues every key
 
     def add(self, key: K, delay: float = 0.0, *, urgent: bool = False) -> None:
         if delay > 0:
@@ -100,9 +114,8 @@ class WorkQueue(Generic[K]):
     async def close(self) -> None:
         for _, timer in self._timers.values():
             timer.cancel()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._timers.clear()
+        await self.stop()
 
 
 class WriteCache:
