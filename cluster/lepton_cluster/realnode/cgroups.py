@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 MOUNTINFO = Path("/proc/self/mountinfo")
@@ -61,11 +62,21 @@ def create(path: str) -> None:
                 (d / "cgroup.clone_children").write_text("1")
 
 
-def join(path: str) -> None:
-    """Move the calling process into `path` in every hierarchy (used before exec)."""
-    pid = str(os.getpid())
-    for root in hierarchies():
-        (root / path.lstrip("/") / "cgroup.procs").write_text(pid)
+def joiner(path: str) -> Callable[[], None]:
+    """A `preexec_fn` that moves the child into `path` in every hierarchy. The files are found in
+    the parent; the child only opens and writes (no locks, no imports between fork and exec)."""
+    files = [str(root / path.lstrip("/") / "cgroup.procs") for root in hierarchies()]
+
+    def join() -> None:
+        pid = str(os.getpid()).encode()
+        for f in files:
+            fd = os.open(f, os.O_WRONLY)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
+
+    return join
 
 
 def pids(path: str) -> set[int]:

@@ -231,7 +231,7 @@ class RealNodes:
                 cwd=node.dir,
                 env=env,
                 start_new_session=True,
-                preexec_fn=lambda: cgroups.join(cgroup),
+                preexec_fn=cgroups.joiner(cgroup),
             )
         (node.dir / f"{what}.pid").write_text(f"{proc.pid}\n")
         return proc.pid
