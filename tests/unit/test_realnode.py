@@ -238,3 +238,23 @@ def test_machine_record_restores_settings_and_removes_only_new_folders(
     assert not record.parent.exists()
     assert "vm.overcommit_memory=0" in done
     assert machine.restore(record) == []
+
+
+def test_machine_record_of_an_older_checkout_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sys_dir = tmp_path / "sys"
+    (sys_dir / "kernel").mkdir(parents=True)
+    (sys_dir / "kernel" / "panic").write_text("10\n")
+    monkeypatch.setattr(machine, "PROC_SYS", sys_dir)
+    monkeypatch.setattr(machine, "KERNEL_SETTINGS", ("kernel/panic",))
+    monkeypatch.setattr(machine, "FOLDERS", ())
+    record = tmp_path / "run" / "record.json"
+    legacy = record.with_name(machine.LEGACY_RECORD.name)
+    legacy.parent.mkdir()
+    legacy.write_text('{"kernel/panic": "1"}')
+    assert machine.restore(record) == ["kernel.panic=1"]  # only the legacy record
+    assert (sys_dir / "kernel" / "panic").read_text() == "1" and not legacy.exists()
+    (sys_dir / "kernel" / "panic").write_text("10\n")
+    legacy.parent.mkdir()
+    legacy.write_text('{"kernel/panic": "1"}')
+    machine.save(record)  # after an older checkout's kubelet changed it: the legacy value wins
+    assert json.loads(record.read_text())["kernel"] == {"kernel/panic": "1"}

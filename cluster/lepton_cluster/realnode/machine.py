@@ -39,6 +39,15 @@ FOLDERS = (
 KUBELET_DEVICE_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
 PROC_SYS = Path("/proc/sys")
 RECORD = Path("/run/lepton-operator/before-real-nodes.json")
+#: The kernel values alone, as the first version wrote them (clusters of older checkouts still do).
+LEGACY_RECORD = RECORD.with_name("kernel-settings-before-kubelet.json")
+
+
+def _legacy(record: Path) -> dict[str, str]:
+    try:
+        return dict(json.loads(record.with_name(LEGACY_RECORD.name).read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
 def save(record: Path = RECORD) -> None:
@@ -47,7 +56,7 @@ def save(record: Path = RECORD) -> None:
         return
     record.parent.mkdir(parents=True, exist_ok=True)
     state = {
-        "kernel": {k: (PROC_SYS / k).read_text().strip() for k in KERNEL_SETTINGS},
+        "kernel": {k: (PROC_SYS / k).read_text().strip() for k in KERNEL_SETTINGS} | _legacy(record),
         "folders": [str(f) for f in FOLDERS if f.exists()],
     }
     record.write_text(json.dumps(state, indent=1) + "\n")
@@ -58,6 +67,8 @@ def restore(record: Path = RECORD) -> list[str]:
     try:
         state = json.loads(record.read_text())
     except (OSError, ValueError):
+        state = {"kernel": _legacy(record), "folders": [str(f) for f in FOLDERS]} if _legacy(record) else None
+    if state is None:
         return []
     done = []
     for key, value in state.get("kernel", {}).items():
@@ -73,6 +84,7 @@ def restore(record: Path = RECORD) -> list[str]:
                 folder.rmdir()
                 done.append(f"folder {folder}")
     record.unlink(missing_ok=True)
+    record.with_name(LEGACY_RECORD.name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         record.parent.rmdir()
     return done
