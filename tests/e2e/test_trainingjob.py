@@ -83,6 +83,16 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("gpu-type-without-gpus", {"gpusPerReplica": 0, "gpuType": "NVIDIA-A100-SXM4-80GB"}, "spec.gpuType needs"),
     ("negative-deadline", {"activeDeadlineSeconds": 0}, "spec.activeDeadlineSeconds"),
     ("unknown-policy-type", {"failurePolicy": {"maxRestarts": -3}}, "spec.failurePolicy.maxRestarts"),
+    (
+        "env-too-big",
+        {"env": [{"name": f"V{i}", "value": "x" * 4000} for i in range(9)]},
+        "spec.env: names and values at most 32768 characters in all",
+    ),
+    (
+        "args-too-big",
+        {"command": ["x" * 4000] * 4, "args": ["y" * 4000] * 5},
+        "spec.command and spec.args: at most 32768 characters in all",
+    ),
     ("zero-speed", {"prices": {"gpus": {"NVIDIA-L4": {"onDemand": 1, "relativeSpeed": 0}}}}, "relativeSpeed"),
 ]
 

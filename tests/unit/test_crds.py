@@ -64,3 +64,12 @@ def test_printer_columns_and_scale_paths_exist_in_the_schema(resource: Any) -> N
         for part in path.strip(".").split("."):
             assert part in node.get("properties", {}), f"{path}: no field {part!r}"
             node = node["properties"][part]
+
+
+def test_what_every_pod_copies_is_capped_in_all_by_a_rule_naming_the_fields() -> None:
+    spec = crdgen.schema_for(RESOURCES[0])["properties"]["spec"]
+    rules = {r["fieldPath"]: r for r in spec["x-kubernetes-validations"] if ".sum()" in r["rule"]}
+    env, args = rules[".env"], rules[".args"]
+    assert ".sum() <= 32768" in env["rule"] and env["message"].startswith("spec.env: names and values at most 32768")
+    assert "self.command" in args["rule"] and "self.args" in args["rule"] and args["rule"].endswith("<= 32768")
+    assert args["message"].startswith("spec.command and spec.args: at most 32768 characters")

@@ -20,6 +20,10 @@ from .pod import EnvVar, Resources, Toleration
 from .trainingjob_status import MAX_REPLICAS, TrainingJobStatus
 
 Arg = Annotated[str, Field(max_length=4096)]
+# Each worker pod copies env, command and args: capped in all so that one job of 1024 workers stores at most
+# ~64 MiB of them in etcd per epoch (instead of 1024 x 4 MiB), and one pod stays far below the 1.5 MiB limit.
+MAX_ENV_CHARS = 32768
+MAX_ARGS_CHARS = 32768
 MAX_NAME_LENGTH = 48  # leaves room for "-<epoch>-<rank>" within a 63-character hostname
 
 _RESERVED_NAMES = ", ".join(f"'{n}'" for n in sorted(contract.RESERVED_NAMES))
@@ -231,6 +235,20 @@ class TrainingJobSpec(KubeModel):
                 "self.gpusPerReplica == oldSelf.gpusPerReplica",
                 "spec.gpusPerReplica is immutable",
                 field_path=".gpusPerReplica",
+            ),
+            cel(
+                f"!has(self.env) || self.env.map(e, size(e.name) + (has(e.value) ? size(e.value) : 0)).sum() "
+                f"<= {MAX_ENV_CHARS}",
+                f"spec.env: names and values at most {MAX_ENV_CHARS} characters in all (each worker pod gets a "
+                "copy, every epoch; put more in a ConfigMap and use valueFrom)",
+                field_path=".env",
+            ),
+            cel(
+                "(has(self.command) ? self.command.map(a, size(a)).sum() : 0) + "
+                f"(has(self.args) ? self.args.map(a, size(a)).sum() : 0) <= {MAX_ARGS_CHARS}",
+                f"spec.command and spec.args: at most {MAX_ARGS_CHARS} characters in all (each worker pod gets a "
+                "copy, every epoch; put more in a file on the checkpoint volume or in the image)",
+                field_path=".args",
             ),
             immutable("gpuType"),
             immutable("nprocPerNode"),
