@@ -28,6 +28,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results" / "demo-reliability.json"
 PLACES = (Path("/tmp"), Path("/var/tmp"))
+#: where kubelet and containerd leave things whatever their configuration (the real nodes' teardown
+#: removes them when it made them; none of them exists on this machine before)
+RUNTIME_PATHS = (Path("/var/lib/kubelet"), Path("/var/lib/cni/results"), Path("/run/containerd/s"))
 
 
 def sh(argv: list[str], cwd: Path, log: Path, timeout: float) -> tuple[int, float]:
@@ -61,9 +64,15 @@ def leftovers(clone: Path) -> list[str]:
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n")
     found += [f"netns {n.split()[0]}" for n in netns if n.startswith("lp-")]
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()
-    found += [f"link {ln.split(':')[1].strip()}" for ln in links if ln.split(":")[1].strip().startswith("lpbr-")]
+    names = [ln.split(":")[1].strip().split("@")[0] for ln in links]
+    found += [f"link {n}" for n in names if n.startswith(("lpbr-", "lep"))]  # process node, real nodes
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    found += [f"route {r}" for r in routes.splitlines() if "198.18." in r or "198.19." in r]
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()
     found += [f"mount {m.split()[4]}" for m in mounts if m.split()[4].startswith(str(clone) + "/")]
+    # real nodes: cgroups, and what kubelet and containerd keep in fixed system folders
+    found += [f"cgroup {c}" for c in Path("/sys/fs/cgroup").glob("*/lepton-*")]
+    found += [f"path {p}" for p in RUNTIME_PATHS if p.exists()]
     return found
 
 
