@@ -52,21 +52,28 @@ IMPORTS = {
 TRAIN_ARGS = ("--max-steps=3", "--device=cpu", "--checkpoint-dir=/tmp/smoke-ckpt", "--log-every=1")
 
 
+HOSTNAME = "image-smoke"
+
+
 def run_in_image(rootfs: Path, spec: ImageSpec, argv: list[str]) -> str:
-    """`argv` in the unpacked image as its user, in its working directory, with its environment."""
+    """`argv` in the unpacked image as its user, in its working directory, with its environment.
+
+    The /etc/hosts a runtime would mount (the image has none) is written into the unpacked tree.
+    """
+    (rootfs / "etc" / "hosts").write_text(f"127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost\n")
     env = {**dict(spec.env), "HOME": spec.user.home}
-    return chroot(rootfs, argv, user=spec.user.spec, env=env, cwd=spec.workdir, isolate_net=True)
+    return chroot(rootfs, argv, user=spec.user.spec, env=env, cwd=spec.workdir, hostname=HOSTNAME)
 
 
 def smoke(builder: Builder, spec: ImageSpec, built: BuiltImage, workdir: Path) -> str:
     """Unpack `built` under `workdir`, run the checks, return their output; the unpacked tree is removed."""
-    bundle = workdir / f"{spec.name}-rootfs"
-    shutil.rmtree(bundle, ignore_errors=True)
+    rootfs = workdir / f"{spec.name}-rootfs"
+    shutil.rmtree(rootfs, ignore_errors=True)
     try:
-        rootfs = builder.store.unpack(built.tag, bundle)
+        builder.store.unpack(built.tag, rootfs)
         out = run_in_image(rootfs, spec, ["python", "-c", "import os\n" + IMPORTS[spec.name] + BYTECODE_CHECK])
         if spec.name == "lepton-trainer":
             out += run_in_image(rootfs, spec, [*spec.entrypoint, *spec.cmd, *TRAIN_ARGS])
         return out
     finally:
-        shutil.rmtree(bundle, ignore_errors=True)
+        shutil.rmtree(rootfs, ignore_errors=True)

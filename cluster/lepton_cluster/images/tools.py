@@ -77,14 +77,14 @@ def chroot(
     user: str | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str = "/",
-    isolate_net: bool = False,
+    hostname: str | None = None,
 ) -> str:
     """Run `argv` chrooted in `root`, in a private mount namespace with /dev, /proc and `binds` mounted.
 
     Every mount goes away with the namespace: nothing is left behind on the host, even on a crash.
-    `isolate_net` gives it a network namespace of its own with only loopback up.
+    With `hostname`, it gets network and UTS namespaces of its own: only loopback, that host name.
     """
-    steps = ["ip link set lo up"] if isolate_net else []
+    steps = ["ip link set lo up", shlex.join(["hostname", hostname])] if hostname else []
     steps += [f"mount --rbind /dev {shlex.quote(str(root / 'dev'))}"]
     steps += [f"mount -t proc proc {shlex.quote(str(root / 'proc'))}"]
     for src, dst in (binds or {}).items():
@@ -93,6 +93,6 @@ def chroot(
         steps.append(f"mount --bind {shlex.quote(str(src))} {shlex.quote(str(target))}")
     userspec = [f"--userspec={user}"] if user else []
     steps.append(shlex.join(["exec", "chroot", *userspec, str(root), "env", f"--chdir={cwd}", *argv]))
-    unshare = ["unshare", "--mount", "--propagation=private", *(["--net"] if isolate_net else [])]
+    unshare = ["unshare", "--mount", "--propagation=private", *(["--net", "--uts"] if hostname else [])]
     base_env = {"PATH": PATH, "HOME": "/nonexistent", "LANG": "C.UTF-8"}
     return run([*unshare, "sh", "-ec", "; ".join(steps)], env={**base_env, **(env or {})}, inherit_env=False)
