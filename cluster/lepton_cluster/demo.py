@@ -177,7 +177,9 @@ def up(timeout: float) -> int:
     delete_namespace(cluster, NAMESPACE, wait=True, timeout=120)
     create_namespace(cluster, NAMESPACE)
     identity = operator_kubeconfig(cluster, RUN / "operator.kubeconfig")
-    operator = OperatorProcess(identity, RUN, env={"LEPTON_NAMESPACES": json.dumps([NAMESPACE])})
+    # The job's checkpoints: a hostPath under run/demo/ on the process node, the only folder allowed.
+    env = {"LEPTON_NAMESPACES": json.dumps([NAMESPACE]), "LEPTON_ALLOWED_HOSTPATH_PREFIXES": json.dumps([str(RUN)])}
+    operator = OperatorProcess(identity, RUN, env=env)
     say(f"operator, with the Helm chart's ServiceAccount (log {operator.log_path})")
     operator.start()
     try:

@@ -57,6 +57,11 @@ class OperatorConfig(BaseSettings):
         default="ghcr.io/lepton-ai/lepton-trainer:0.1.0",
         description="Default InferenceService server image (the trainer image; serve entrypoint).",
     )
+    allowed_hostpath_prefixes: list[str] = Field(
+        default_factory=list,
+        description="Folders under which a spec may name a hostPath volume (checkpoint or model); none by "
+        "default: a hostPath reaches the node's filesystem.",
+    )
     scrape_interval: float = Field(
         default=1.0, gt=0, le=60, description="Seconds between scrapes of the model servers' /metrics (autoscaler)."
     )

@@ -41,11 +41,22 @@ def operator_identity(cluster: Cluster) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+def operator_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Only this session's namespaces (other sessions sharing the cluster run operators of their own); hostPath
+    volumes under the folders the tests use: the repo's run/ and pytest's tmp dirs (process node), and the
+    kwok nodes' simulated paths of the examples and serving tests."""
+    allowed = [str(REPO / "run"), str(tmp_path_factory.getbasetemp()), "/var/lib/lepton", "/srv/models"]
+    return {
+        "LEPTON_NAMESPACES": json.dumps([f"{SESSION_PREFIX}-*"]),
+        "LEPTON_ALLOWED_HOSTPATH_PREFIXES": json.dumps(allowed),
+    }
+
+
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster, crds: None, operator_identity: Path) -> Iterator[OperatorProcess]:
-    # Only this session's namespaces: other sessions sharing the cluster run operators of their own.
-    watch = {"LEPTON_NAMESPACES": json.dumps([f"{SESSION_PREFIX}-*"])}
-    proc = OperatorProcess(operator_identity, REPO / "run" / "e2e", env=watch)
+def operator(
+    cluster: Cluster, crds: None, operator_identity: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(operator_identity, REPO / "run" / "e2e", env=operator_env(tmp_path_factory))
     proc.start()
     _operators.append(proc)
     try:

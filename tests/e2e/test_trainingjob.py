@@ -245,3 +245,29 @@ def test_a_worker_the_api_server_refuses_is_reported_and_retried_with_backoff(cl
     cluster.core.delete_namespaced_resource_quota("one-pod", namespace)
     st = wait_phase(cluster, namespace, "capped", "Running", timeout=60)
     assert condition(st, "ReplicaFailure")["status"] == "False"
+
+
+@pytest.mark.timeout(90)
+def test_a_job_runs_in_a_namespace_enforcing_pod_security_restricted(cluster: Cluster, namespace: str) -> None:
+    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+    cluster.core.patch_namespace(namespace, {"metadata": {"labels": labels}})
+    create_job(cluster, namespace, job_manifest("locked", replicas=2, checkpoint={"volume": {"emptyDir": True}}))
+    pods = run_all_pods(cluster, namespace, "locked", 2)  # admitted by the API server's Pod Security check
+    for pod in pods:
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert pod["spec"]["automountServiceAccountToken"] is False
+    st = wait_phase(cluster, namespace, "locked", "Running")
+    assert condition(st, "ReplicaFailure") is None or condition(st, "ReplicaFailure")["status"] == "False"
+
+
+@pytest.mark.timeout(60)
+def test_a_hostpath_outside_the_allowed_prefixes_is_refused_with_the_field_named(
+    cluster: Cluster, namespace: str
+) -> None:
+    create_job(cluster, namespace, job_manifest("nosy", checkpoint={"volume": {"hostPath": "/etc"}}))
+    st = wait_phase(cluster, namespace, "nosy", "Failed", timeout=30)
+    message = condition(st, "InvalidSpec")["message"]
+    assert message.startswith("spec.checkpoint.volume.hostPath: hostPath /etc is not under"), message
+    events = cluster.core.list_namespaced_event(namespace, field_selector="involvedObject.name=nosy").items
+    assert "InvalidSpec" in {e.reason for e in events}
+    assert job_pods(cluster, namespace, "nosy") == []

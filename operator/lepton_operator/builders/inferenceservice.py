@@ -15,6 +15,7 @@ from .common import (
     managed_labels,
     mount_volume,
     required_affinity,
+    secure,
     tolerations,
 )
 from .common import selector as selector_of
@@ -97,6 +98,7 @@ def pod_template(isvc: InferenceService, model: ModelMount, image: str) -> dict[
         "terminationGracePeriodSeconds": 30,  # the server drains in-flight requests within 25 s
         "enableServiceLinks": False,
     }
+    secure(pod, container)
     if spec.gpu_type:
         pod["affinity"] = {"nodeAffinity": required_affinity([gpu_product_term(spec.gpu_type)])}
     if model.volume is not None and model.mount_path:

@@ -10,7 +10,7 @@ from lepton_trainer.launch import merge_rdzv_conf
 
 from ..api.trainingjob import TrainingJob
 from ..constants import HOSTNAME_LABEL, TRAININGJOB_KIND
-from .common import claim_or_host_path, gpu_product_term, mount_volume, required_affinity, tolerations
+from .common import claim_or_host_path, gpu_product_term, mount_volume, required_affinity, secure, tolerations
 from .names import job_labels, owner_reference, pod_labels, pod_name, service_name
 from .placement import SPOT_TOLERATION, Placement
 from .resources import container_resources
@@ -151,6 +151,7 @@ def worker_pod(
         "terminationGracePeriodSeconds": 30,
         "enableServiceLinks": False,
     }
+    secure(pod_spec, container)
     if placement and placement.tolerate_spot and spec.gpus_per_replica:
         pod_spec["tolerations"].append(SPOT_TOLERATION)
     if affinity := _node_affinity(job, avoid_nodes, placement):

@@ -19,6 +19,7 @@ from ..constants import API_VERSION, INFERENCESERVICE_PLURAL, LABEL_ISVC
 from ..kube.client import Kube
 from ..kube.informer import Index, Informer
 from ..prices import PriceTable
+from ..reconcile import hostpaths
 from ..reconcile.inferenceservice import Observed, Plan, plan
 from ..reconcile.views import DeploymentView, NodeView, PodView, deployment_view, pod_view
 from .autoscaler import Autoscalers
@@ -126,14 +127,15 @@ class InferenceServiceController(Controller):
         try:
             isvc = InferenceService.model_validate(body)
         except ValidationError as exc:  # the same condition and Event as a TrainingJob's
-            errors = describe(exc)
-            fields = {"ready": "False", "message": f"invalid spec: {errors}"[:4096]}
-            await report_invalid(self.kube, INFERENCESERVICE_PLURAL, body, errors, now, fields)
+            await self._report_invalid(body, describe(exc), now)
             return None
         st = self.scalers.state(key)
         job = None
         if src := isvc.spec.model.from_training_job:
             job = next(iter(idx.jobs.get((key[0], src), [])), None)
+        if refused_path := self._host_path_refusal(isvc, job):
+            await self._report_invalid(body, refused_path, now)
+            return None
         pods = list(idx.pods.get(key, []))
         seen = Observed(
             deployment=next(iter(idx.deployments.get(key, [])), None),
@@ -149,6 +151,20 @@ class InferenceServiceController(Controller):
         decision = plan(isvc, seen, now)
         await self._apply(key, body, decision, now)
         return self.succeeded(key, None)
+
+    def _host_path_refusal(self, isvc: InferenceService, job: dict[str, Any] | None) -> str | None:
+        """The model's hostPath (its own, or its TrainingJob's checkpoint folder) outside the allowed prefixes."""
+        if isvc.spec.model.volume is not None:
+            field, path = "spec.model.volume.hostPath", isvc.spec.model.volume.host_path
+        else:
+            ckpt = ((job or {}).get("spec") or {}).get("checkpoint") or {}
+            field = "spec.model.fromTrainingJob (its spec.checkpoint.volume.hostPath)"
+            path = (ckpt.get("volume") or {}).get("hostPath")
+        return hostpaths.refusal(field, path, self.config.allowed_hostpath_prefixes)
+
+    async def _report_invalid(self, body: dict[str, Any], errors: str, now: datetime) -> None:
+        fields = {"ready": "False", "message": f"invalid spec: {errors}"[:4096]}
+        await report_invalid(self.kube, INFERENCESERVICE_PLURAL, body, errors, now, fields)
 
     async def _apply(self, key: Key, body: dict[str, Any], p: Plan, now: datetime) -> None:
         ns, name = key

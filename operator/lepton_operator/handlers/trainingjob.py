@@ -29,6 +29,7 @@ from ..kube.errors import Refused
 from ..kube.informer import Index, Informer
 from ..kube.usage import GpuUsage
 from ..prices import DEFAULT_PRICES, PriceTable
+from ..reconcile import hostpaths
 from ..reconcile.capacity import workers_that_fit
 from ..reconcile.elastic import own_gpus_if_resizable
 from ..reconcile.trainingjob import Observed, Plan, plan
@@ -200,7 +201,12 @@ class TrainingJobController(Controller):
         try:
             job = TrainingJob.model_validate(body)
         except ValidationError as exc:
-            await self._report_invalid(key, body, exc, now)
+            await self._report_invalid(key, body, describe(exc), now)
+            return None
+        ckpt = job.spec.checkpoint
+        field, path = "spec.checkpoint.volume.hostPath", ckpt.volume.host_path if ckpt else None
+        if refused_path := hostpaths.refusal(field, path, self.config.allowed_hostpath_prefixes):
+            await self._report_invalid(key, body, refused_path, now)
             return None
         pods = list(idx.pods.get(key, []))
         lost = self.lost_nodes()
@@ -210,7 +216,7 @@ class TrainingJobController(Controller):
                 job.spec.prices.to_wire() if job.spec.prices else None, f"spec.prices over {self.prices.source}"
             )
         except ValidationError as exc:  # e.g. relativeSpeed 0, which an older CRD let through
-            await self._report_invalid(key, body, exc, now, "spec.prices.")
+            await self._report_invalid(key, body, describe(exc, "spec.prices."), now)
             return None
         capacity = await self._capacity(job, pods, lost)
         live, live_error = await self._live_progress(key, job, pods)
@@ -303,10 +309,8 @@ class TrainingJobController(Controller):
             self._refused.pop(key, None)
         return refusals[0] if refusals else None
 
-    async def _report_invalid(
-        self, key: Key, body: dict[str, Any], exc: ValidationError, now: datetime, prefix: str = ""
-    ) -> None:
-        """Runtime invalid state (e.g. a CRD older than the operator): a condition and an Event, no crash."""
-        errors = describe(exc, prefix)
+    async def _report_invalid(self, key: Key, body: dict[str, Any], errors: str, now: datetime) -> None:
+        """Runtime invalid state (e.g. a CRD older than the operator, a hostPath not allowed): a condition and an
+        Event, no crash."""
         fields = {"phase": "Failed", "message": f"invalid spec: {errors}"[:4096]}
         await report_invalid(self.kube, TRAININGJOB_PLURAL, body, errors, now, fields)
