@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -65,3 +65,23 @@ class OperatorConfig(BaseSettings):
     scrape_interval: float = Field(
         default=1.0, gt=0, le=60, description="Seconds between scrapes of the model servers' /metrics (autoscaler)."
     )
+    leader_election: bool = Field(
+        default=False, description="Elect a leader among replicas on a Lease; only the leader reconciles."
+    )
+    leader_election_namespace: str = Field(
+        default="", description="Namespace of the Lease (the operator's own; required with leader_election)."
+    )
+    leader_election_name: str = Field(default="lepton-operator", description="Name of the Lease.", max_length=253)
+    lease_duration: float = Field(default=15.0, gt=0, le=300, description="Seconds a Lease holds unrenewed.")
+    renew_deadline: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds the leader keeps acting without a renewal (< lease)."
+    )
+    retry_period: float = Field(default=2.0, gt=0, le=60, description="Seconds between acquire/renew attempts.")
+
+    @model_validator(mode="after")
+    def _election(self) -> OperatorConfig:
+        if self.leader_election and not self.leader_election_namespace:
+            raise ValueError("LEPTON_LEADER_ELECTION_NAMESPACE is required with LEPTON_LEADER_ELECTION")
+        if not self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ValueError("leader election needs retry_period < renew_deadline < lease_duration")
+        return self

@@ -1,8 +1,8 @@
 """kopf settings and the operator's long-lived objects, made once at start-up.
 
 kopf runs the process: start-up, clean-up, liveness. It watches nothing: both kinds run on our own controller
-runtime (handlers/controller.py). One replica (Deployment strategy Recreate), so no peering: kopf's peering is
-a freeze protocol between operators, not leader election, and would need cluster-wide RBAC on its objects.
+runtime (handlers/controller.py). Replicas elect a leader on a Lease (handlers/leader.py); kopf's peering is a
+freeze protocol between operators, not leader election, so it stays off (standalone).
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from .config import OperatorConfig
 from .constants import GROUP
 from .handlers import prices
 from .handlers.inferenceservice import InferenceServiceController
+from .handlers.leader import LeaderElector, Leadership
 from .handlers.supervisor import Supervisor
 from .handlers.trainingjob import TrainingJobController
 from .kube.client import Kube
+from .kube.lease import Leases
 from .prices import PriceTable
 
 
@@ -29,7 +31,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled")
-    # One replica (Deployment strategy Recreate): no peering objects, no extra RBAC.
+    # No kopf peering objects (leader election is ours, on a Lease), no extra RBAC.
     settings.peering.standalone = True
     # Resources are resolved once at start-up (the CRDs come with the chart) and namespaces are exact names or
     # filtered in the handlers: no CRD or namespace watching, so no RBAC on either.
@@ -49,6 +51,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     memo.inferenceservices = services
     jobs.listeners.append(services.job_changed)
     memo.supervisor = tasks = Supervisor()
+    if config.leader_election:
+        leadership = Leadership()
+        leases = Leases(memo.kube, config.leader_election_namespace, config.leader_election_name)
+        elector = LeaderElector(
+            leases,
+            leadership,
+            lease_duration=config.lease_duration,
+            renew_deadline=config.renew_deadline,
+            retry_period=config.retry_period,
+        )
+        jobs.leadership = services.leadership = leadership
+        tasks.start("leader election", elector.run)
     tasks.start("trainingjob controller", jobs.run)
     tasks.start("inferenceservice controller", services.run)
     if config.prices_configmap:

@@ -25,6 +25,7 @@ from ..kube.errors import ApiError, Conflict
 from ..kube.events import post_event
 from ..kube.informer import Index, Informer
 from ..reconcile.plan import Event
+from .leader import Leadership
 from .runtime import WorkQueue, WriteCache
 
 log = logging.getLogger("lepton_operator.controller")
@@ -65,17 +66,19 @@ class Controller:
         self._failures: dict[Key, int] = {}
         self._created: dict[Key, dict[str, float]] = {}  # pods created that the index has not shown yet
         self._informers: list[Informer] | None = None  # made on the first run, kept across restarts
+        self.leadership = Leadership(leading=True)  # replaced by the elector's when replicas elect a leader
 
     # -- watching --------------------------------------------------------------------------------
     def informers(self) -> list[Informer]:
         raise NotImplementedError
 
     async def run(self) -> None:
-        """Watch; once every informer has listed, start the workers (no pass ever acts on a partial view).
+        """Watch; once every informer has listed and while this replica leads, run the workers (no pass ever acts
+        on a partial view; a standby keeps its informers warm and writes nothing).
 
         Runs until an informer or a worker ends, which is a bug: it raises then, for the supervisor
         (supervisor.py) to start it again. The informers are kept, so the relist reports what vanished meanwhile;
-        every known key is queued again (the stopped queue's timers went with it)."""
+        every known key is queued again whenever the workers start."""
         if self._informers is None:
             self._informers = self.informers()
         informers = self._informers
@@ -86,10 +89,16 @@ class Controller:
             if not synced.done():
                 raise RuntimeError(f"{self.kind} controller: an informer ended before it listed")
             log.info("%ss: %d informers synced; %d queued", self.kind, len(informers), len(self.queue))
-            self.queue.start()
-            for key in list(self.objects):
-                self.queue.add(key)
-            await first_to_end([*tasks, *self.queue.workers])
+            while True:
+                if not await self._until(self.leadership.leading, tasks):
+                    break
+                self.queue.start()
+                for key in list(self.objects):
+                    self.queue.add(key)
+                if not await self._until(self.leadership.standby, [*tasks, *self.queue.workers]):
+                    break
+                await self.queue.stop()
+                log.warning("%ss: not the leader; workers stopped", self.kind)
             raise RuntimeError(f"{self.kind} controller: a task ended")
         finally:
             synced.cancel()
@@ -97,6 +106,16 @@ class Controller:
                 t.cancel()
             await asyncio.gather(synced, *tasks, return_exceptions=True)
             await self.queue.close()
+
+    @staticmethod
+    async def _until(event: asyncio.Event, tasks: list[asyncio.Task[None]]) -> bool:
+        """Wait for `event`: True once set, False when one of `tasks` ended first (raising its exception)."""
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            await first_to_end([waiter, *tasks])
+        finally:
+            waiter.cancel()
+        return event.is_set()
 
     def on_object(self, kind: str, obj: dict[str, Any], batch_seconds: float) -> None:
         """An object of the kind changed: index it and queue it (urgent when its spec changed; our own status

@@ -96,7 +96,9 @@ class Supervisor:
         return all(state.startswith("ok") for state in self.health().values())
 
     async def close(self) -> None:
-        tasks = [e.task for e in self.tasks.values() if e.task is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop the tasks in the reverse order of their start (the controllers before the leader election that
+        gates them: the Lease is released only once nothing acts any more)."""
+        for e in reversed(list(self.tasks.values())):
+            if e.task is not None:
+                e.task.cancel()
+                await asyncio.gather(e.task, return_exceptions=True)
