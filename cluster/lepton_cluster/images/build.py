@@ -107,6 +107,8 @@ class Builder:
         rootfs = self.base_rootfs()
         if not rootfs.is_dir():
             rootfs.parent.mkdir(parents=True, exist_ok=True)
+            for old in rootfs.parent.glob("base-*"):
+                shutil.rmtree(old)
             say(f"Debian base {tag}: mmdebstrap")
             layers.debian_rootfs(rootfs)
         if not self.store.has(tag):
@@ -157,12 +159,12 @@ class Builder:
         layer.unlink()
 
     def prune(self, name: str, keep: set[str], archive: Path) -> None:
-        """Drop this image's older stages and archives (the shared base stays).
+        """Drop this image's older stages and archives, and older bases (another image's stages keep theirs).
 
         Blobs are collected only when a wheel layer went (gigabytes): `umoci gc` reads the whole
         layout (minutes for the trainer), while an older code layer's blob is a megabyte or so.
         """
-        stale = [t for t in self.store.tags() if t.startswith(f"{name}-") and t not in keep]
+        stale = [t for t in self.store.tags() if t.startswith((f"{name}-", "base-")) and t not in keep]
         for tag in stale:
             self.store.remove(tag)
             (self.dir / "meta" / f"{tag}.json").unlink(missing_ok=True)
