@@ -95,6 +95,12 @@ def test_cross_field_rules_fail_with_a_message(cluster: Cluster) -> None:
         check=False,
     )  # fmt: skip
     assert res.returncode != 0 and "operator.namespaces is for rbac.scope=cluster" in res.stderr
+    for sets, message in (
+        (("replicas=2", "leaderElection.enabled=false"), "replicas > 1 needs leaderElection.enabled"),
+        (("leaderElection.renewDeadline=15",), "leaderElection needs retryPeriod < renewDeadline < leaseDuration"),
+    ):
+        res = helm(cluster, "template", "t", str(CHART), *(a for s in sets for a in ("--set", s)), check=False)
+        assert res.returncode != 0 and message in res.stderr, res.stderr
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -103,12 +109,13 @@ def test_defaults_render_secure_deployment_and_crd_switches(cluster: Cluster) ->
     by_kind = {d["kind"]: d for d in out if d["kind"] != "CustomResourceDefinition"}
     by_kind["CustomResourceDefinition"] = next(d for d in out if d["metadata"]["name"] == CRD)
     assert sorted(by_kind) == [
-        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment", "Role",
-        "RoleBinding", "Service", "ServiceAccount",
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment",
+        "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount",
     ]  # fmt: skip
     assert sorted(d["metadata"]["name"] for d in out if d["kind"] == "CustomResourceDefinition") == sorted(ALL_CRDS)
     dep = by_kind["Deployment"]["spec"]
-    assert dep["replicas"] == 1 and dep["strategy"] == {"type": "Recreate"}
+    assert dep["replicas"] == 2 and dep["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert by_kind["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
     pod = dep["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 65532
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -121,7 +128,12 @@ def test_defaults_render_secure_deployment_and_crd_switches(cluster: Cluster) ->
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"health": 8080, "metrics": 8000}
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["LEPTON_LEADER_ELECTION"] == "true" and env["LEPTON_LEADER_ELECTION_NAME"] == "t-lepton-operator"
+    assert float(env["LEPTON_RETRY_PERIOD"]) < float(env["LEPTON_RENEW_DEADLINE"]) < float(env["LEPTON_LEASE_DURATION"])
+    lease_role = next(d for d in out if d["kind"] == "Role" and d["metadata"]["name"].endswith("-leader-election"))
+    assert lease_role["rules"][0]["resourceNames"] == ["t-lepton-operator"]
+    assert lease_role["rules"][0]["verbs"] == ["get", "update"] and lease_role["rules"][1]["verbs"] == ["create"]
     assert env["LEPTON_LISTEN_HOST"] == "0.0.0.0" and env["LEPTON_NAMESPACES"] == "[]"
     assert env["LEPTON_LIVENESS_PORT"] == "8080" and env["LEPTON_METRICS_PORT"] == "8000"
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
@@ -136,7 +148,13 @@ def test_defaults_render_secure_deployment_and_crd_switches(cluster: Cluster) ->
     assert "annotations" not in crd["metadata"]
     assert "CustomResourceDefinition" not in kinds(template(cluster, "t", "lepton-system", "crds.install=false"))
     identity = kinds(template(cluster, "t", "lepton-system", "operator.deploy=false", "crds.install=false"))
-    assert identity == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Role", "RoleBinding", "ServiceAccount"]
+    assert identity == [
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount"
+    ]  # fmt: skip
+    single = docs(template(cluster, "t", "lepton-system", "replicas=1", "leaderElection.enabled=false"))
+    dep1 = next(d for d in single if d["kind"] == "Deployment")["spec"]
+    assert dep1["replicas"] == 1 and dep1["strategy"] == {"type": "Recreate"}
+    assert "PodDisruptionBudget" not in {d["kind"] for d in single}
 
 
 def test_optional_objects_render(cluster: Cluster) -> None:

@@ -126,3 +126,8 @@ tests/e2e (the operator runs every e2e scenario with this identity).
   resources: ["nodes"]
   verbs: ["list", "watch"]
 {{- end -}}
+
+{{/* The leader election Lease's name. */}}
+{{- define "lepton-operator.leaseName" -}}
+{{- .Values.leaderElection.leaseName | default (include "lepton-operator.fullname" .) -}}
+{{- end -}}
