@@ -5,7 +5,10 @@ VENV_STAMP := .venv/.installed
 # Built binaries and images, keyed by version: outside the clone, shared by every clone (as in CI).
 export LEPTON_CACHE_DIR ?= $(HOME)/.cache/lepton-operator
 
-.PHONY: venv crds lint typecheck test unit e2e cluster-build cluster-up cluster-down images operator demo demo-down verify bench clean
+.PHONY: deps venv crds lint typecheck test unit e2e cluster-build cluster-up cluster-down images operator demo demo-down verify bench clean
+
+deps: ## Debian packages for the local cluster, its real nodes and the images (root; only what is missing)
+	cluster/system-deps.sh
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
@@ -26,10 +29,10 @@ lint: venv
 cluster-build: ## build (or reuse) the control-plane binaries
 	cluster/build.sh
 
-images: venv ## build localhost/lepton-operator:dev and localhost/lepton-trainer:dev without Docker (cached; docs/images.md)
+images: deps venv ## build localhost/lepton-operator:dev and localhost/lepton-trainer:dev without Docker (cached; docs/images.md)
 	$(PY) -m lepton_cluster.images build
 
-cluster-up: venv ## start etcd, apiserver, scheduler, controller-manager and kwok GPU nodes
+cluster-up: deps venv ## start etcd, apiserver, scheduler, controller-manager and kwok GPU nodes
 	@$(PY) -m lepton_cluster up
 
 cluster-down: venv
@@ -38,7 +41,7 @@ cluster-down: venv
 operator: venv ## run the operator against $$KUBECONFIG in the foreground
 	$(PY) -m lepton_operator
 
-demo: venv cluster-build ## train a real model: control plane, operator, process node, digits job (docs/demo.md)
+demo: deps venv cluster-build ## train a real model: control plane, operator, process node, digits job (docs/demo.md)
 	@$(PY) -m lepton_cluster.demo
 
 demo-down: venv ## stop the demo's node agent (and its pods) and the control plane
@@ -47,10 +50,10 @@ demo-down: venv ## stop the demo's node agent (and its pods) and the control pla
 unit: venv
 	$(PY) -m pytest tests/unit
 
-e2e: venv
+e2e: deps venv
 	$(PY) -m pytest tests/e2e
 
-test: venv ## the whole suite: unit tests, then e2e tests on the local control plane
+test: deps venv ## the whole suite: unit tests, then e2e tests on the local control plane
 	$(PY) -m pytest
 
 verify: lint test
