@@ -122,7 +122,17 @@ def test_a_model_that_cannot_load_says_why_and_the_server_stays_live(
 def test_sigterm_drains_in_flight_requests(
     digits_export: tuple[Path, dict[str, Any]], servers: list[ServerProcess], tmp_path: Path
 ) -> None:
-    s = start(servers, digits_export[0], tmp_path, "--simulated-latency-ms", "1500", "--max-batch-size", "1")
+    s = start(
+        servers,
+        digits_export[0],
+        tmp_path,
+        "--simulated-latency-ms",
+        "1500",
+        "--max-batch-size",
+        "1",
+        "--queue-timeout",
+        "30",
+    )
     s.wait_up()
     n = 4
     with cf.ThreadPoolExecutor(n) as pool:

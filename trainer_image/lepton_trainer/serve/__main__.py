@@ -12,8 +12,10 @@ from types import FrameType
 
 import uvicorn
 
+from . import limits
 from .app import BatchingConfig, Server
 from .model import ServedModel
+from .protocol import protocol
 
 DEFAULT_PORT = 8080
 
@@ -43,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain-seconds", type=float, default=25.0, help="most time SIGTERM waits for in-flight requests")
     p.add_argument("--simulated-latency-ms", type=float, default=0.0, help="added per forward pass (tests, demos)")
     p.add_argument("--log-level", default="info")
+    limits.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -53,14 +56,19 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(max(1, args.threads))
     model = ServedModel(args.name, args.model_dir, simulated_latency=args.simulated_latency_ms / 1000)
-    server = Server(model, BatchingConfig(max(1, args.max_batch_size), max(0.0, args.max_wait_ms)))
+    bounds = limits.from_args(args)
+    server = Server(model, BatchingConfig(max(1, args.max_batch_size), max(0.0, args.max_wait_ms)), bounds)
     config = uvicorn.Config(
         server.app,
         host=args.host,
         port=args.port,
+        http=protocol(bounds.header_timeout),
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=int(args.drain_seconds),
+        timeout_keep_alive=max(1, round(bounds.keep_alive)),
+        h11_max_incomplete_event_size=bounds.max_header_bytes,
+        limit_concurrency=bounds.max_connections,
         lifespan="on",
     )
     # uvicorn re-raises the signal after its graceful shutdown; by then every request is answered: exit 0.

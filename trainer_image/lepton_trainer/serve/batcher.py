@@ -5,12 +5,17 @@ request it keeps collecting until the batch holds ``max_batch_size`` rows or ``m
 since the first request (a lone request with nothing queued runs at once); it runs ONE forward
 pass over the concatenated rows and hands every request its own slice. While a pass runs, new requests
 queue up, so under load batches fill without waiting. ``max_batch_size=1`` turns batching off.
+
+Bounded: at most ``max_queue`` requests wait (beyond, ``submit`` raises Overloaded at once) and a request
+waits at most ``timeout`` seconds for its result (then Overloaded). Supervised: if the consumer task dies,
+every waiting and later request gets BatcherDown at once and ``on_death(reason)`` is called.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,6 +24,15 @@ import numpy.typing as npt
 
 Array = npt.NDArray[np.float32]
 Forward = Callable[[Array], Awaitable[Array]]
+log = logging.getLogger("lepton_trainer.serve")
+
+
+class Overloaded(Exception):
+    """The queue is full, or the request waited ``timeout`` s: retry later (503 + Retry-After)."""
+
+
+class BatcherDown(Exception):
+    """The consumer task died; the server cannot answer inferences any more (503, liveness fails)."""
 
 
 @dataclass
@@ -36,16 +50,27 @@ class Batcher:
         max_batch_size: int,
         max_wait: float,
         on_batch: Callable[[int, int], None] = lambda requests, rows: None,
+        *,
+        max_queue: int = 256,
+        timeout: float = 5.0,
+        on_death: Callable[[str], None] = lambda reason: None,
     ) -> None:
-        if max_batch_size < 1 or max_wait < 0:
-            raise ValueError("max_batch_size must be >= 1 and max_wait >= 0")
+        if max_batch_size < 1 or max_wait < 0 or max_queue < 1 or timeout <= 0:
+            raise ValueError("max_batch_size, max_queue must be >= 1, max_wait >= 0, timeout > 0")
         self.forward, self.max_batch_size, self.max_wait, self.on_batch = forward, max_batch_size, max_wait, on_batch
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.max_queue, self.timeout, self.on_death = max_queue, timeout, on_death
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(max_queue)
         self._carry: _Item | None = None
+        self._batch: list[_Item] = []  # the batch being collected or run
         self._task: asyncio.Task[None] | None = None
+        self.failure: str | None = None  # why the consumer died
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        self._task = asyncio.get_running_loop().create_task(self._supervised(), name="batcher")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -54,10 +79,35 @@ class Batcher:
                 await self._task
 
     async def submit(self, rows: Array) -> Array:
-        """The model's output rows for ``rows`` (computed in some batch)."""
+        """The model's output rows for ``rows`` (computed in some batch); Overloaded or BatcherDown at once
+        when the queue is full or the consumer is dead, Overloaded after ``timeout`` s."""
+        if self.failure is not None:
+            raise BatcherDown(self.failure)
         future: asyncio.Future[Array] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Item(rows, future))
-        return await future
+        try:
+            self._queue.put_nowait(_Item(rows, future))
+        except asyncio.QueueFull:
+            raise Overloaded(f"{self.max_queue} requests are already waiting for the model") from None
+        try:
+            return await asyncio.wait_for(future, self.timeout)
+        except TimeoutError:
+            raise Overloaded(f"no result within {self.timeout:g} s (the model is overloaded)") from None
+
+    async def _supervised(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the consumer must never die silently: fail everything, tell the server
+            self.failure = f"the batcher stopped: {type(exc).__name__}: {exc}"
+            log.exception("%s", self.failure)
+            pending = [*self._batch, *([self._carry] if self._carry else [])]
+            while not self._queue.empty():
+                pending.append(self._queue.get_nowait())
+            for item in pending:
+                if not item.future.done():
+                    item.future.set_exception(BatcherDown(self.failure))
+            self.on_death(self.failure)
 
     async def _next(self, wait: float | None) -> _Item | None:
         if self._carry is not None:
@@ -76,9 +126,11 @@ class Batcher:
 
     async def _collect(self) -> list[_Item]:
         loop = asyncio.get_running_loop()
+        self._batch = []
         first = await self._next(None)
         assert first is not None
-        batch, rows = [first], len(first.rows)
+        batch, rows = self._batch, len(first.rows)
+        batch.append(first)
         deadline = loop.time() + self.max_wait
         while rows < self.max_batch_size:
             # A lone request with nothing else queued runs at once (no added latency at low load); once

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("lepton_trainer.serve")
 
 INFLIGHT = "lepton_serve_inflight_requests"
 INFLIGHT_SECONDS = "lepton_serve_inflight_seconds"  # exposed as ..._total
@@ -55,6 +59,12 @@ class ServeMetrics:
         self.requests = Counter(
             "lepton_serve_requests", "Inference requests by HTTP status.", ["model", "status"], registry=r
         )
+        self.responses = Counter(
+            "lepton_serve_http_responses",
+            "Every HTTP response of the app, by status (5xx included).",
+            ["status"],
+            registry=r,
+        )
         self.latency = Histogram(
             "lepton_serve_request_duration_seconds",
             "Inference request latency, seconds (parse, queue, forward, reply).",
@@ -90,3 +100,30 @@ class ServeMetrics:
     def batch(self, requests: int, rows: int) -> None:
         self.batch_size.observe(requests)
         self.batch_rows.observe(rows)
+
+
+class CountResponses:
+    """ASGI middleware: counts every response by status; an exception escaping the app (Starlette has already
+    answered 500) is logged with its traceback here, once, and not re-raised into uvicorn."""
+
+    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+        self.app, self.counter = app, counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def counting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting)
+        except Exception:
+            log.exception("unhandled error answering %s %s", scope.get("method"), scope.get("path"))
+        finally:
+            self.counter.labels(str(status)).inc()
