@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
+from . import k8sschema
 from .api.resources import RESOURCES, Resource
+from .api.template import EMBED
 from .constants import GROUP, VERSION
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +46,8 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     """Convert one pydantic JSON-schema node into a Kubernetes structural schema node."""
     node = _resolve(node, defs)
+    if EMBED in node:
+        return _embedded(node)
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP:
@@ -67,6 +71,14 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
         out["x-kubernetes-preserve-unknown-fields"] = True
     return out
+
+
+def _embedded(node: dict[str, Any]) -> dict[str, Any]:
+    """A field typed by a Kubernetes schema (spec.template: PodTemplateSpec), its description and CEL rules kept."""
+    if node[EMBED] != "PodTemplateSpec":
+        raise ValueError(f"no Kubernetes schema for {node[EMBED]}")
+    keep: dict[str, Any] = {k: node[k] for k in ("description", "x-kubernetes-validations") if k in node}
+    return {"type": "object", **keep, **k8sschema.pod_template_schema()}
 
 
 def schema_for(resource: Resource) -> dict[str, Any]:

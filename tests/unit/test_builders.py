@@ -71,9 +71,9 @@ def test_rendezvous_host_changes_with_the_epoch() -> None:
 def test_checkpoint_volume_is_mounted_at_the_jobs_own_folder() -> None:
     job = make_job(checkpoint={"volume": {"persistentVolumeClaim": "ckpt"}, "path": "/ckpt"})
     pod = worker_pod(job, 0, 0, 2)
-    assert pod["spec"]["volumes"] == [{"name": "checkpoints", "persistentVolumeClaim": {"claimName": "ckpt"}}]
+    assert pod["spec"]["volumes"][0] == {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "ckpt"}}
     mount = {"name": "checkpoints", "mountPath": "/ckpt", "subPath": "ml/mnist-uid-1"}
-    assert pod["spec"]["containers"][0]["volumeMounts"] == [mount]
+    assert pod["spec"]["containers"][0]["volumeMounts"][0] == mount
     assert env_of(pod)[contract.CHECKPOINT_DIR] == "/ckpt"
 
 

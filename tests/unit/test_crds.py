@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lepton_operator import crdgen
+from lepton_operator import crdgen, k8sschema
 from lepton_operator.api.resources import RESOURCES
 
 
@@ -17,6 +17,8 @@ def test_committed_crds_are_fresh() -> None:
 
 def walk(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     yield path, node
+    if path == "spec.template":  # the Kubernetes schema (test_template_schema_is_the_pinned_kubernetes_one)
+        return
     for name, sub in (node.get("properties") or {}).items():
         yield from walk(sub, f"{path}.{name}")
     if isinstance(node.get("items"), dict):
@@ -45,6 +47,35 @@ def test_every_field_is_described_and_bounded(resource: Any) -> None:
         if "anyOf" in node or "$ref" in node:
             problems.append(f"{path}: not structural")
     assert problems == []
+
+
+def test_template_schema_is_the_pinned_kubernetes_one() -> None:
+    """spec.template is the PodSpec of the Kubernetes release the cluster runs, structural, containers optional."""
+    vendored = k8sschema.load()
+    versions = (crdgen.REPO / "cluster" / "versions.env").read_text()
+    assert f"KUBE_VERSION={vendored['kubernetesVersion']}" in versions
+    template = crdgen.schema_for(RESOURCES[0])["properties"]["spec"]["properties"]["template"]
+    spec = template["properties"]["spec"]
+    assert spec == k8sschema.pod_spec_schema() and "required" not in spec
+    container = spec["properties"]["containers"]["items"]
+    assert container["required"] == ["name"] and spec["properties"]["containers"]["maxItems"] == 16
+    limits = container["properties"]["resources"]["properties"]["limits"]["additionalProperties"]
+    assert limits["x-kubernetes-int-or-string"] is True
+    ports = container["properties"]["ports"]
+    assert ports["x-kubernetes-list-map-keys"] == ["containerPort", "protocol"]
+    assert ports["items"]["properties"]["protocol"]["default"] == "TCP"
+    for path, node in walk_all(template, "spec.template"):
+        assert ("$ref" not in node and "description" not in node) or path == "spec.template", path
+        assert "default" not in node or path.endswith((".protocol", ".items.name")), path  # list-map keys
+
+
+def walk_all(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, node
+    for name, sub in (node.get("properties") or {}).items():
+        yield from walk_all(sub, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            yield from walk_all(node[key], f"{path}.{key}")
 
 
 @pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: r.kind)

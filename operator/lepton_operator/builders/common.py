@@ -16,18 +16,23 @@ GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedu
 POD_UID = 1000
 
 
-def secure(pod_spec: dict[str, Any], container: dict[str, Any]) -> None:
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": POD_UID,
+    "runAsGroup": POD_UID,
+    "fsGroup": POD_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def secure(pod_spec: dict[str, Any], *containers: dict[str, Any]) -> None:
     """Pod Security `restricted`: non-root, no privilege escalation, no capabilities, the runtime's seccomp
-    profile; and no API token in the pod (user code needs none)."""
-    pod_spec["securityContext"] = {
-        "runAsNonRoot": True,
-        "runAsUser": POD_UID,
-        "runAsGroup": POD_UID,
-        "fsGroup": POD_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    pod_spec["automountServiceAccountToken"] = False
-    container["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    profile; and no API token in the pod (user code needs none). Keys a pod template set itself win."""
+    pod_spec["securityContext"] = {**POD_SECURITY, **(pod_spec.get("securityContext") or {})}
+    pod_spec.setdefault("automountServiceAccountToken", False)
+    for container in containers:
+        container["securityContext"] = {**CONTAINER_SECURITY, **(container.get("securityContext") or {})}
 
 
 def managed_labels(app: str) -> dict[str, str]:
@@ -75,6 +80,6 @@ def mount_volume(
     read_only: bool = False,
 ) -> None:
     """Add the volume `name` from `source` to the pod and mount it (its `sub_path` folder) in the container."""
-    pod_spec["volumes"] = [{"name": name, **source}]
+    pod_spec.setdefault("volumes", []).append({"name": name, **source})
     mount: dict[str, Any] = {"name": name, "mountPath": mount_path} | ({"readOnly": True} if read_only else {})
-    container["volumeMounts"] = [mount | ({"subPath": sub_path} if sub_path else {})]
+    container.setdefault("volumeMounts", []).append(mount | ({"subPath": sub_path} if sub_path else {}))

@@ -14,6 +14,7 @@ from .common import claim_or_host_path, gpu_product_term, mount_volume, required
 from .names import job_labels, owner_reference, pod_labels, pod_name, service_name
 from .placement import SPOT_TOLERATION, Placement
 from .resources import container_resources
+from .template import add_shm, merge_affinity, merge_env, merge_resources, pod_metadata, split
 
 CONTAINER = "trainer"
 CHECKPOINT_VOLUME = "checkpoints"
@@ -112,26 +113,17 @@ def _node_affinity(
     return {"nodeAffinity": affinity} if affinity else None
 
 
-def worker_pod(
-    job: TrainingJob,
-    epoch: int,
-    rank: int,
-    world_size: int,
-    avoid_nodes: Collection[str] = (),
-    placement: Placement | None = None,
-) -> dict[str, Any]:
-    """One worker of one epoch. restartPolicy Never: the operator, not the kubelet, decides restarts."""
-    spec, meta = job.spec, job.metadata
-    name = pod_name(meta["name"], epoch, rank)
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in contract_env(job, epoch, rank, world_size).items()]
-    env += [e.to_wire() for e in spec.env or []]
-    container: dict[str, Any] = {
+def _trainer(job: TrainingJob, trainer: dict[str, Any], env: list[dict[str, Any]]) -> dict[str, Any]:
+    """The template's trainer container with what the operator owns merged in (flat fields over the template)."""
+    spec = job.spec
+    container = trainer | {
         "name": CONTAINER,
         "image": spec.image,
-        "env": env,
+        "env": merge_env(env, trainer.get("env") or [], [e.to_wire() for e in spec.env or []]),
         "ports": [
             {"name": "rendezvous", "containerPort": contract.RDZV_PORT},
             {"name": "progress", "containerPort": contract.PROGRESS_PORT},
+            *(trainer.get("ports") or []),
         ],
         "terminationMessagePath": contract.TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -140,40 +132,53 @@ def worker_pod(
         container["command"] = list(spec.command)
     if spec.args:
         container["args"] = list(spec.args)
-    if resources := container_resources(job.spec.resources, job.spec.gpus_per_replica):
+    ours = container_resources(spec.resources, spec.gpus_per_replica) or {}
+    if resources := merge_resources(trainer.get("resources"), ours):
         container["resources"] = resources
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "hostname": name,
-        "subdomain": service_name(meta["name"]),
-        "containers": [container],
-        "tolerations": tolerations(spec.gpus_per_replica, spec.tolerations),
-        "terminationGracePeriodSeconds": 30,
-        "enableServiceLinks": False,
-    }
-    secure(pod_spec, container)
+    return container
+
+
+def worker_pod(
+    job: TrainingJob,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    avoid_nodes: Collection[str] = (),
+    placement: Placement | None = None,
+) -> dict[str, Any]:
+    """One worker of one epoch, from spec.template (see builders/template.py for which setting wins).
+    restartPolicy Never: the operator, not the kubelet, decides restarts."""
+    spec, meta = job.spec, job.metadata
+    name = pod_name(meta["name"], epoch, rank)
+    env = [{"name": k, "value": v} for k, v in contract_env(job, epoch, rank, world_size).items()]
+    template_meta, pod_spec, trainer = split(spec.template)
+    container = _trainer(job, trainer, env)
+    pod_spec.update(restartPolicy="Never", hostname=name, subdomain=service_name(meta["name"]))
+    pod_spec["containers"] = [container, *pod_spec["containers"]]
+    pod_spec["tolerations"] = [
+        *(pod_spec.get("tolerations") or []),
+        *tolerations(spec.gpus_per_replica, spec.tolerations),
+    ]
+    pod_spec.setdefault("terminationGracePeriodSeconds", 30)
+    pod_spec.setdefault("enableServiceLinks", False)
+    secure(pod_spec, *pod_spec["containers"], *(pod_spec.get("initContainers") or []))
     if placement and placement.tolerate_spot and spec.gpus_per_replica:
         pod_spec["tolerations"].append(SPOT_TOLERATION)
-    if affinity := _node_affinity(job, avoid_nodes, placement):
+    if affinity := merge_affinity(pod_spec.get("affinity"), _node_affinity(job, avoid_nodes, placement)):
         pod_spec["affinity"] = affinity
     if spec.checkpoint and (found := checkpoint_source(job)):
         source, sub_path = found
         mount_volume(pod_spec, container, CHECKPOINT_VOLUME, source, spec.checkpoint.path, sub_path=sub_path)
-    for key, value in (
-        ("nodeSelector", spec.node_selector),
-        ("priorityClassName", spec.priority_class_name),
-        ("schedulerName", spec.scheduler_name),
-    ):
+    add_shm(pod_spec, container)
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = {**(pod_spec.get("nodeSelector") or {}), **spec.node_selector}
+    for key, value in (("priorityClassName", spec.priority_class_name), ("schedulerName", spec.scheduler_name)):
         if value:
             pod_spec[key] = value
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": pod_labels(meta["name"], epoch, rank),
-            "ownerReferences": [owner_reference(TRAININGJOB_KIND, job.metadata)],
-        },
-        "spec": pod_spec,
+    ours = {
+        "name": name,
+        "namespace": meta["namespace"],
+        "labels": pod_labels(meta["name"], epoch, rank),
+        "ownerReferences": [owner_reference(TRAININGJOB_KIND, job.metadata)],
     }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_metadata(template_meta, ours), "spec": pod_spec}

@@ -205,7 +205,10 @@ class TrainingJobController(Controller):
             return None
         ckpt = job.spec.checkpoint
         field, path = "spec.checkpoint.volume.hostPath", ckpt.volume.host_path if ckpt else None
-        if refused_path := hostpaths.refusal(field, path, self.config.allowed_hostpath_prefixes):
+        allowed = self.config.allowed_hostpath_prefixes
+        if refused_path := hostpaths.refusal(field, path, allowed) or hostpaths.template_refusal(
+            job.spec.template, allowed
+        ):
             await self._report_invalid(key, body, refused_path, now)
             return None
         pods = list(idx.pods.get(key, []))

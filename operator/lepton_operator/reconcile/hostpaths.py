@@ -7,7 +7,8 @@ more of the node than the cluster admin allowed (Pod Security `restricted` refus
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def under(path: str, prefix: str) -> bool:
@@ -27,3 +28,13 @@ def refusal(field: str, path: str | None, allowed: Sequence[str]) -> str | None:
         f"{field}: hostPath {path} is not under a prefix the operator allows "
         f"(LEPTON_ALLOWED_HOSTPATH_PREFIXES: {told}); use a persistentVolumeClaim"
     )[:1024]
+
+
+def template_refusal(template: Mapping[str, Any] | None, allowed: Sequence[str]) -> str | None:
+    """The first hostPath volume of spec.template that is not allowed, naming its field, or None."""
+    volumes = ((template or {}).get("spec") or {}).get("volumes") or []
+    for i, volume in enumerate(volumes):
+        path = (volume.get("hostPath") or {}).get("path")
+        if why := refusal(f"spec.template.spec.volumes[{i}].hostPath.path", path, allowed):
+            return why
+    return None
