@@ -65,6 +65,19 @@ build_etcd() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$out/.complete"
 }
 
+# CoreDNS for the pods of the real nodes: the wrapper module cluster/go/coredns (only the plugins we
+# use; no forward plugin), its own stamp.
+build_coredns() {
+  local out="$bin/coredns-$COREDNS_VERSION"
+  stamp_ok "$out" && return 0
+  grep -q "github.com/coredns/coredns $COREDNS_VERSION\$" "$here/go/coredns/go.mod" || {
+    echo "cluster/build.sh: cluster/go/coredns/go.mod does not require coredns $COREDNS_VERSION (versions.env)" >&2; exit 2; }
+  log "coredns $COREDNS_VERSION (~2 min)"
+  mkdir -p "$out.tmp"
+  (cd "$here/go/coredns" && go build -mod=readonly -trimpath -ldflags "-s -w" -o "$out.tmp/coredns" .)
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$out/.complete"
+}
+
 go_install() { # name module version
   local out="$bin/$1-$3"
   stamp_ok "$out" && return 0
@@ -80,10 +93,12 @@ go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
 go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 build_kube
 build_kubelet
+build_coredns
 # One folder of links with the versions of versions.env: what cluster-up puts on PATH.
 current="$bin/current"
 mkdir -p "$current"
 ln -sf "$bin/kubernetes-$KUBE_VERSION"/* "$bin/kubelet-$KUBE_VERSION/kubelet" "$current/"
-ln -sf "$bin/etcd-$ETCD_VERSION/etcd" "$bin/kwok-$KWOK_VERSION/kwok" "$bin/helm-$HELM_VERSION/helm" "$current/"
+ln -sf "$bin/etcd-$ETCD_VERSION/etcd" "$bin/kwok-$KWOK_VERSION/kwok" "$bin/helm-$HELM_VERSION/helm" \
+  "$bin/coredns-$COREDNS_VERSION/coredns" "$current/"
 log "binaries ready in $(( $(date +%s) - start )) s"
 echo "$current"

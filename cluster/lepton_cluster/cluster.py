@@ -33,6 +33,8 @@ from .config import ClusterConfig, GpuType
 from .pki import Pki
 from .realnode.node import RealNodeError, RealNodes
 from .realnode.node import write_files as write_node_files
+from .realnode.services import DNS_RBAC
+from .realnode.services import WHAT as SERVICE_PROCESSES
 
 #: Start order; `down` stops in reverse.
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -121,7 +123,9 @@ class Cluster:
         self.start_timings: dict[str, float] = {}
         c = self.config
         #: nodes with a real kubelet and containerd (docs/cluster.md, "Real nodes")
-        self.real = RealNodes(c.real_node_plan(), run_dir=c.run_dir, bin_dir=c.bin_dir, log_dir=c.log_dir)
+        self.real = RealNodes(
+            c.real_node_plan(), run_dir=c.run_dir, bin_dir=c.bin_dir, log_dir=c.log_dir, port_offset=c.port_offset
+        )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Cluster:
@@ -217,11 +221,13 @@ class Cluster:
                 out[f"{node}/{what}"] = ComponentStatus(
                     f"{node}/{what}", pid, pid is not None, _rss_mib(pid) if pid else None
                 )
+        for what, pid in (self.real.services.pids() if self.real.nodes else {}).items():
+            out[what] = ComponentStatus(what, pid, pid is not None, _rss_mib(pid) if pid else None)
         return out
 
     # -- internals: preparation ------------------------------------------------------------
     def _preflight(self) -> None:
-        tools = (*cfg.TOOLS, "kubelet") if self.real.nodes else cfg.TOOLS
+        tools = (*cfg.TOOLS, "kubelet", "coredns") if self.real.nodes else cfg.TOOLS
         missing = cfg.missing_tools(self.bin_dir, tools)
         if missing:
             raise ClusterError(
@@ -257,7 +263,13 @@ class Cluster:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            ip_addresses=("127.0.0.1", "::1", cfg.service_ip(c.service_cidr)),
+            # the real nodes' pods reach the API server at the fabric address (realnode/services.py)
+            ip_addresses=(
+                "127.0.0.1",
+                "::1",
+                cfg.service_ip(c.service_cidr),
+                *([self.real.services.ip] if self.real.nodes else []),
+            ),
             server=True,
             client=False,
         )
@@ -284,6 +296,8 @@ class Cluster:
         pki.service_account_keys()
         for node in self.real.nodes.values():
             write_node_files(node, pki, c.apiserver_url)
+        if self.real.nodes:
+            self.real.services.write_files(pki, c.apiserver_url)
 
     def _write_configs(self) -> None:
         c = self.config
@@ -370,11 +384,7 @@ class Cluster:
                 f"--service-cluster-ip-range={c.service_cidr}",
                 "--kube-api-qps=1000",
                 "--kube-api-burst=2000",
-                # Pod IPs here are loopback (kwok) and the API refuses loopback endpoint addresses, so these
-                # controllers only failed (422) and retried: ~2,800 failed writes and ~2,200 warning Events in a
-                # burst of 500 jobs (docs/bench.md). Nothing here routes Services anyway: there is no kube-proxy
-                # and no cluster DNS.
-                "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
+                *self._controllers_args(),
                 f"--profiling={str(c.profiling).lower()}",
             ]
         if name == "kube-scheduler":
@@ -402,6 +412,17 @@ class Cluster:
                 "--node-lease-duration-seconds=40",
             ]
         raise KeyError(name)
+
+    def _controllers_args(self) -> list[str]:
+        """Controllers of the controller-manager. kwok pods have loopback IPs, which the API refuses as
+        endpoint addresses: the legacy Endpoints controller only failed (422) and retried, so it stays off
+        (nothing reads Endpoints). The EndpointSlice controller feeds the real nodes' cluster DNS; its
+        cost on kwok pods is measured in docs/cluster.md ("Cluster DNS")."""
+        off = ["-endpoints-controller", "-endpointslice-mirroring-controller"]
+        if not self.config.endpointslices:
+            return [f"--controllers={','.join(['*', *off, '-endpointslice-controller'])}"]
+        # one slice write per Service per second at most, however many of its pods change
+        return [f"--controllers={','.join(['*', *off])}", "--endpointslice-updates-batch-period=1s"]
 
     # -- internals: processes --------------------------------------------------------------
     def _spawn(self, name: str) -> None:
@@ -431,6 +452,9 @@ class Cluster:
                 raise ClusterError(
                     f"{name} exited with code {code} during start-up; last lines of its log:\n" + self._tail(name, 30)
                 )
+        for what, pid in (self.real.services.pids() if self._starting_real else {}).items():
+            if pid is None:
+                raise ClusterError(f"{what} exited during start-up; last lines of its log:\n{self._tail(what, 30)}")
         for node in self._starting_real:
             for what, pid in self.real.pids(node).items():
                 if pid is None:
@@ -485,7 +509,8 @@ class Cluster:
             runtimes_ready = runtimes_started.result()
             if real:
                 marks["real nodes' containerd"] = runtimes_ready
-                self.real.start_kubelets()
+                self.kubectl("apply", "-f", "-", input=DNS_RBAC)
+                self.real.start_kubelets(p.apiserver)
                 self._starting_real = real
             wait("scheduler", answers(p.scheduler, "/healthz", insecure))
             wait("controller-manager", answers(p.controller_manager, "/healthz", insecure))
@@ -493,6 +518,7 @@ class Cluster:
             wait(f"{len(names)} nodes Ready", lambda: self._nodes_schedulable(names))
             if real:
                 wait(f"{len(real)} real nodes Ready", lambda: self._nodes_schedulable(real))
+                wait("cluster DNS", answers(self.real.services.ready_port, "/ready", None))
             wait("default ServiceAccount", self._default_sa_exists)
         except BaseException:
             _log("start-up failed; stopping what was started")
@@ -998,6 +1024,7 @@ class Cluster:
     def logs_tail(self, n: int = 40) -> str:
         """The last `n` lines of every component's log (real nodes' too), each under a header."""
         names = [*ORDER, *(f"{node}-{what}" for node in self.real.nodes for what in ("containerd", "kubelet"))]
+        names += list(SERVICE_PROCESSES) if self.real.nodes else []
         return "\n".join(
             f"----- {name} ({self.config.log_dir / (name + '.log')}) -----\n{self._tail(name, n)}" for name in names
         )

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .realnode.plan import RealNode, plan_nodes, slot_for_offset
+from .realnode.plan import ports as real_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,6 +112,9 @@ class ClusterConfig:
     real_nodes: int = 2
     #: the real nodes' /20 of 198.19.0.0/16 (LEPTON_REAL_NODE_SLOT; default: port offset // 1000)
     real_node_slot: int | None = None
+    #: run the controller-manager's EndpointSlice controller (LEPTON_ENDPOINTSLICES=0: off); cluster DNS
+    #: of the real nodes' pods answers from EndpointSlices
+    endpointslices: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ClusterConfig:
@@ -135,6 +139,8 @@ class ClusterConfig:
             pool = replace(pool, gpus_per_node=int(env["LEPTON_GPUS_PER_NODE"]))
         if env.get("LEPTON_SPOT_EVERY"):
             pool = replace(pool, spot_every=int(env["LEPTON_SPOT_EVERY"]))
+        if env.get("LEPTON_ENDPOINTSLICES"):
+            cfg = replace(cfg, endpointslices=env["LEPTON_ENDPOINTSLICES"] not in ("0", "false"))
         if env.get("LEPTON_PROFILING"):
             cfg = replace(cfg, profiling=env["LEPTON_PROFILING"] not in ("0", "false"))
         cfg = replace(cfg, nodes=pool)
@@ -507,15 +513,12 @@ def taken_ports(ports: Ports) -> list[str]:
 
 
 def taken_real_node_ports(nodes: list[RealNode]) -> list[str]:
-    """Messages naming each loopback port of the real nodes that is already in use (the kubelet's
-    own port is on its node IP, which no one else has)."""
+    """Messages naming each loopback port of the real nodes and their services that is already in use
+    (the kubelet's own port is on its node IP, the services' on the fabric address: no one else has them)."""
     return [
         f"port {port} (for {what}) on 127.0.0.1 is already in use"
-        for n in nodes
-        for what, port in (
-            ("kubelet healthz " + n.name, n.healthz_port),
-            ("containerd streaming " + n.name, n.stream_port),
-        )
+        for what, port in real_ports(nodes).items()
+        if not what.startswith("kubelet ") or what.startswith("kubelet healthz")
         if not port_free(port)
     ]
 

@@ -146,6 +146,21 @@ def test_kubelet_config() -> None:
     assert all(str(RUN) in a for a in argv if a.startswith(("--root-dir", "--cert-dir", "--config", "--kubeconfig")))
 
 
+def test_cluster_services_listen_on_the_fabric_address_only() -> None:
+    ns = nodes(2, slot=3, offset=3000)
+    ip = plan.fabric_ip(3)
+    assert ip == "198.19.48.1" and ipaddress.ip_address(ip) in plan.slot_network(3)
+    assert all(ipaddress.ip_address(ip) not in ipaddress.ip_network(n.node_cidr) for n in ns)
+    cfg = render.kubelet_config(ns[0], ca_file=Path("/ca"), cert_file=Path("/c"), key_file=Path("/k"))
+    assert (cfg["clusterDNS"], cfg["clusterDomain"], cfg["resolvConf"]) == ([ip], "cluster.local", "")
+    core = render.corefile(listen_ip=ip, ready_port=15550, kubeconfig=Path("/srv/dns.kubeconfig"))
+    assert f"bind {ip}\n" in core and "ready 127.0.0.1:15550" in core
+    assert "forward" not in core and core.startswith("cluster.local:53 in-addr.arpa:53 {")
+    relay = render.api_relay_argv("socat", listen_ip=ip, apiserver_port=9443)
+    assert relay[1:] == [f"TCP4-LISTEN:443,bind={ip},reuseaddr,fork", "TCP4:127.0.0.1:9443"]
+    assert plan.ports(ns)["coredns ready"] == 15550 and plan.ports([]) == {}
+
+
 def test_toml_values() -> None:
     assert render.toml({"a.b": {"x": [1, "y"], "t": True}}, {"v": 2}) == 'v = 2\n\n[a.b]\nx = [1, "y"]\nt = true\n'
     with pytest.raises(TypeError):

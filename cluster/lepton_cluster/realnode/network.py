@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .plan import RealNode, fabric_bridge, slot_network
+from .plan import RealNode, fabric_bridge, fabric_ip, slot_network
 
 #: The `proto` of the routes we add (unnamed in /etc/iproute2/rt_protos), so we delete only ours.
 ROUTE_PROTO = "77"
@@ -99,11 +99,15 @@ def _bridge(name: str, run_dir: Path) -> None:
 
 
 def ensure_fabric(slot: int, run_dir: Path) -> None:
-    """The fabric bridge, and the `unreachable` route that keeps the slot's /20 on this machine."""
+    """The `unreachable` route that keeps the slot's /20 on this machine (first), and the fabric bridge
+    with its address (where the pods' cluster services listen)."""
+    ip("route", "replace", "unreachable", str(slot_network(slot)), "proto", ROUTE_PROTO)
     name = fabric_bridge(slot)
     _bridge(name, run_dir)
+    addr = f"{fabric_ip(slot)}/24"
+    if addr not in ip("-4", "-o", "addr", "show", "dev", name):
+        ip("addr", "add", addr, "dev", name)
     ip("link", "set", "dev", name, "up")
-    ip("route", "replace", "unreachable", str(slot_network(slot)), "proto", ROUTE_PROTO)
 
 
 def owned_routes() -> list[str]:

@@ -25,9 +25,18 @@ from ..config import kubeconfig
 from ..pki import Pki
 from . import cgroups, image, machine, mounts, network, render
 from .plan import RealNode, fabric_bridge, slot_network
+from .services import Services
 
 #: Debian packages the real nodes need (apt-get install ...).
-PACKAGES = ("containerd", "runc", "containernetworking-plugins", "busybox-static", "iproute2", "util-linux")
+PACKAGES = (
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "busybox-static",
+    "iproute2",
+    "util-linux",
+    "socat",
+)
 HOST_TOOLS = {
     "containerd": "containerd",
     "containerd-shim-runc-v2": "containerd",
@@ -35,6 +44,7 @@ HOST_TOOLS = {
     "runc": "runc",
     "ip": "iproute2",
     "umount": "util-linux",
+    "socat": "socat",
 }
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "tuning")
 CNI_CACHE = Path("/var/lib/cni/results")
@@ -123,11 +133,16 @@ def build_images(dest: Path) -> Path:
 class RealNodes:
     """The real nodes of one cluster: their processes, links, cgroups and mounts."""
 
-    def __init__(self, nodes: list[RealNode], *, run_dir: Path, bin_dir: Path, log_dir: Path) -> None:
+    def __init__(
+        self, nodes: list[RealNode], *, run_dir: Path, bin_dir: Path, log_dir: Path, port_offset: int = 0
+    ) -> None:
         self.nodes = {n.name: n for n in nodes}
         self.run_dir = run_dir
         self.bin_dir = bin_dir
         self.log_dir = log_dir
+        slot = nodes[0].slot if nodes else 0
+        #: CoreDNS and the API relay of the pods (started with the kubelets)
+        self.services = Services(slot=slot, run_dir=run_dir, bin_dir=bin_dir, log_dir=log_dir, port_offset=port_offset)
 
     @property
     def images_archive(self) -> Path:
@@ -156,9 +171,9 @@ class RealNodes:
         problems += network.conflicts(first.fabric_cidr, self.run_dir)
         taken = set(cgroups.roots(f"lepton-{first.slot}-"))
         problems += [
-            f"cgroup {n.cgroup_root} exists (another cluster in slot {n.slot}?)"
-            for n in self.nodes.values()
-            if n.cgroup_root in taken
+            f"cgroup {root} exists (another cluster in slot {first.slot}?)"
+            for root in [*(n.cgroup_root for n in self.nodes.values()), self.services.cgroup]
+            if root in taken
         ]
         return problems
 
@@ -177,8 +192,10 @@ class RealNodes:
         with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
             list(pool.map(self.start_runtime, self.nodes))
 
-    def start_kubelets(self) -> None:
-        """Every node's kubelet (after `start_runtimes`; the apiserver should answer by now)."""
+    def start_kubelets(self, apiserver_port: int) -> None:
+        """The pods' cluster services, then every node's kubelet (after `start_runtimes`; the apiserver
+        should answer by now)."""
+        self.services.start(apiserver_port)
         for name in self.nodes:
             self.start_kubelet(name)
 
@@ -317,12 +334,15 @@ class RealNodes:
             done.append(f"{len(unmounted)} mounts")
         for node_dir, slot in owned:
             cgroups.remove(f"/lepton-{slot}-{node_dir.name}")
-        for slot in sorted({slot for _, slot in owned}):
-            if fabric_bridge(slot) in network.owned_links(self.run_dir) and network.delete_route(slot):
-                done.append(f"route {slot_network(slot)}")
+        # The route goes last: while any of our addresses is up, the slot's /20 stays unreachable.
+        ours = set(network.owned_links(self.run_dir))
+        unroute = sorted({slot for _, slot in owned if fabric_bridge(slot) in ours})
         links = network.delete_links(self.run_dir)
         if links:
             done.append(f"links {', '.join(links)}")
+        for slot in unroute:
+            if network.delete_route(slot):
+                done.append(f"route {slot_network(slot)}")
         for sock in sockets:
             sock.unlink(missing_ok=True)
         cached = [f for f in CNI_CACHE.glob("*") if f"{base}/" in _read(f)]
@@ -349,7 +369,7 @@ class RealNodes:
         base = self.run_dir / "realnodes"
         left = [f"mount {m}" for m in mounts.mounts_under(base)]
         left += [f"link {n}" for n in network.owned_links(self.run_dir)]
-        names = {n.cgroup_root for n in self.nodes.values()}
+        names = {n.cgroup_root for n in self.nodes.values()} | ({self.services.cgroup} if self.nodes else set())
         names |= {f"/lepton-{slot}-{d.name}" for d, slot in self._owned()}
         left += [f"cgroup {r}" for r in cgroups.roots("lepton-") if r in names]
         slots = {n.slot for n in self.nodes.values()} | {slot for _, slot in self._owned()}

@@ -7,6 +7,8 @@ owns the i+1-th /24: the node's InternalIP is its .1 (on the node's own bridge) 
 .2-.254. Every bridge of a slot is joined to one fabric bridge, so the /20 is one L2 segment: pods
 reach pods on other nodes without the host forwarding anything (IPv4 forwarding stays off) and
 pods get no route but the /20's connected one. Nothing is masqueraded; no iptables rule is made.
+The slot's first /24 holds the fabric bridge's own address, .1: the cluster services of the pods
+(DNS on :53, the API server on :443) listen there, and nowhere else off loopback.
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ RUNTIME_TOLERATION = {"key": RUNTIME_LABEL, "operator": "Equal", "value": RUNTIM
 KUBELET_PORT = 12250
 KUBELET_HEALTHZ_PORT = 12350
 STREAM_PORT = 12450
+#: CoreDNS's readiness endpoint on 127.0.0.1 (plus the port offset).
+DNS_READY_PORT = 12550
+#: On the fabric address: cluster DNS, and the relay to the API server (the pods' `kubernetes`).
+DNS_PORT = 53
+API_PORT = 443
+CLUSTER_DOMAIN = "cluster.local"
+#: The folder (under realnodes/) and cgroup suffix of the cluster services.
+SERVICES = "services"
 #: Local images imported into every node's containerd (built from Debian's busybox-static).
 PAUSE_IMAGE = "localhost/lepton-pause:busybox-1.35"
 BUSYBOX_IMAGE = "localhost/busybox:1.35"
@@ -78,6 +88,11 @@ class RealNode:
     def network_name(self) -> str:
         """The CNI network name (also names host-local's and libcni's state files)."""
         return f"lepton-{self.slot}-{self.name}"
+
+    @property
+    def service_ip(self) -> str:
+        """The fabric bridge's address: cluster DNS and the API server for this node's pods."""
+        return fabric_ip(self.slot)
 
     @property
     def pod_range(self) -> tuple[str, str]:
@@ -141,6 +156,11 @@ def slot_network(slot: int) -> ipaddress.IPv4Network:
     return list(SUPERNET.subnets(new_prefix=20))[slot]
 
 
+def fabric_ip(slot: int) -> str:
+    """The fabric bridge's address: .1 of the slot's first /24 (no node uses that /24)."""
+    return str(slot_network(slot).network_address + 1)
+
+
 def plan_nodes(count: int, *, slot: int, port_offset: int, run_dir: Path) -> list[RealNode]:
     """The real nodes of one cluster."""
     if not 0 <= count <= MAX_NODES:
@@ -169,13 +189,13 @@ def plan_nodes(count: int, *, slot: int, port_offset: int, run_dir: Path) -> lis
 
 
 def fabric_bridge(slot: int) -> str:
-    """The bridge joining every node bridge of a slot (no address, no uplink)."""
+    """The bridge joining every node bridge of a slot (its address: `fabric_ip`; no uplink)."""
     return f"lep{slot}f"
 
 
 def ports(nodes: list[RealNode]) -> dict[str, int]:
-    """Every TCP port the real nodes listen on, by what listens."""
-    out: dict[str, int] = {}
+    """Every TCP port the real nodes and their services listen on, by what listens."""
+    out: dict[str, int] = {"coredns ready": DNS_READY_PORT + nodes[0].kubelet_port - KUBELET_PORT} if nodes else {}
     for n in nodes:
         out[f"kubelet {n.name}"] = n.kubelet_port
         out[f"kubelet healthz {n.name}"] = n.healthz_port

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .plan import PAUSE_IMAGE, RUNTIME_LABEL, RUNTIME_VALUE, RealNode
+from .plan import API_PORT, CLUSTER_DOMAIN, DNS_PORT, PAUSE_IMAGE, RUNTIME_LABEL, RUNTIME_VALUE, RealNode
 
 #: CNI plugins from Debian's containernetworking-plugins.
 CNI_BIN_DIR = Path("/usr/lib/cni")
@@ -144,7 +144,10 @@ def kubelet_config(node: RealNode, *, ca_file: Path, cert_file: Path, key_file: 
         "registerWithTaints": [{"key": RUNTIME_LABEL, "value": RUNTIME_VALUE, "effect": "NoSchedule"}],
         "podLogsDir": str(node.pod_logs_dir),
         "volumePluginDir": str(node.dir / "volume-plugins"),
+        # Pods ask the cluster DNS only (the fabric address); the machine's resolvers stay out.
         "resolvConf": "",
+        "clusterDNS": [node.service_ip],
+        "clusterDomain": CLUSTER_DOMAIN,
         "hairpinMode": "none",
         "makeIPTablesUtilChains": False,
         "protectKernelDefaults": False,
@@ -188,3 +191,35 @@ def containerd_env(path: str) -> dict[str, str]:
         "HTTPS_PROXY": NO_REGISTRY_PROXY,
         "NO_PROXY": "",
     }
+
+
+def corefile(*, listen_ip: str, ready_port: int, kubeconfig: Path) -> str:
+    """CoreDNS: the cluster's names (Services, EndpointSlices, pods by IP) on `listen_ip` only.
+
+    Only the cluster zone and reverse lookups are served; any other name is refused (no forward
+    plugin is built in: no query leaves the machine).
+    """
+    return f"""{CLUSTER_DOMAIN}:{DNS_PORT} in-addr.arpa:{DNS_PORT} {{
+    bind {listen_ip}
+    errors
+    ready 127.0.0.1:{ready_port}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa {{
+        kubeconfig {kubeconfig}
+        pods insecure
+        ttl 5
+    }}
+}}
+"""
+
+
+def coredns_argv(coredns: Path, conf: Path) -> list[str]:
+    return [str(coredns), "-conf", str(conf)]
+
+
+def api_relay_argv(socat: str, *, listen_ip: str, apiserver_port: int) -> list[str]:
+    """socat: TCP from the fabric address's :443 to the API server on 127.0.0.1 (TLS end to end)."""
+    return [
+        socat,
+        f"TCP4-LISTEN:{API_PORT},bind={listen_ip},reuseaddr,fork",
+        f"TCP4:127.0.0.1:{apiserver_port}",
+    ]

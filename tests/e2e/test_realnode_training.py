@@ -1,0 +1,288 @@
+"""The digits TrainingJob trained for real on the real nodes, through the operator (issue 14 items 4-5).
+
+The trainer image (`make images`, cached) is imported into both nodes' containerd; the operator runs as a
+host process (the e2e conftest). Also what the workloads need from the cluster: pods resolve cluster names
+(headless Service + hostname/subdomain, as the trainer's rendezvous) and reach the API server at the
+fabric address. Figures print as JSON lines (`-s`); they are not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lepton_cluster.cluster import Cluster
+from lepton_cluster.images import build_all, load_image
+from lepton_cluster.jobs import REPO, create_job, job_pods, patch_job, wait_phase
+from lepton_cluster.realnode.plan import API_PORT, BUSYBOX_IMAGE, RUNTIME_LABEL, RUNTIME_TOLERATION, RUNTIME_VALUE
+from lepton_cluster.realnode.render import NO_REGISTRY_PROXY
+from lepton_cluster.testing import wait_for
+from lepton_operator.reconcile.progress import parse_json
+
+pytestmark = [pytest.mark.e2e]
+
+TRAINER = "lepton-trainer"
+TRAINER_UID = 1000  # the trainer image's user; the operator's worker pods run as it
+FIRST_STEP = re.compile(r"first step after start: step=(\d+) wall=([\d.]+)")
+
+
+@pytest.fixture(scope="module")
+def trainer_image(cluster: Cluster) -> str:
+    """localhost/lepton-trainer:dev in every real node's containerd (built if needed; skipped per node
+    when its digest is there already)."""
+    assert cluster.real_node_names, "this test needs the real nodes (LEPTON_REAL_NODES >= 2)"
+    built = build_all(cluster.config.cache_dir, names=[TRAINER])[0]
+    for name in cluster.real_node_names:
+        t0 = time.monotonic()
+        imported = load_image(built.archive, cluster.real.node(name).containerd_socket)
+        took = round(time.monotonic() - t0, 1)
+        print(json.dumps({"image": built.ref, "node": name, "imported": imported, "s": took}))
+    return built.ref
+
+
+def on_real_node(spec: dict[str, Any]) -> dict[str, Any]:
+    return {**spec, "nodeSelector": {RUNTIME_LABEL: RUNTIME_VALUE}, "tolerations": [RUNTIME_TOLERATION]}
+
+
+def pod_json(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    return cluster.kubectl_json("-n", ns, "get", "pod", name)  # type: ignore[no-any-return]
+
+
+def terminated(cluster: Cluster, ns: str, name: str) -> dict[str, Any] | None:
+    st = pod_json(cluster, ns, name)["status"]
+    state = (st.get("containerStatuses") or [{}])[0].get("state", {})
+    return state.get("terminated")  # type: ignore[no-any-return]
+
+
+PROBE = """
+import json, os, socket, ssl, sys, urllib.request
+ns = open("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read()
+out = {"resolv": open("/etc/resolv.conf").read()}
+out["web"] = socket.gethostbyname(f"web-0.web.{ns}.svc")
+out["http"] = urllib.request.urlopen(f"http://web-0.web.{ns}.svc:8080/", timeout=10).read().decode().strip()
+out["kubernetes"] = socket.gethostbyname("kubernetes.default.svc.cluster.local")
+try:
+    socket.gethostbyname("example.com")
+    out["outside"] = "resolved"
+except OSError as e:
+    out["outside"] = type(e).__name__
+host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+ctx = ssl.create_default_context(cafile="/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+token = open("/var/run/secrets/kubernetes.io/serviceaccount/token").read()
+req = urllib.request.Request(f"https://{host}:{port}/version", headers={"Authorization": "Bearer " + token})
+out["version"] = json.load(urllib.request.urlopen(req, context=ctx, timeout=10))["gitVersion"]
+req = urllib.request.Request(f"https://{host}:{port}/api/v1/nodes", headers={"Authorization": "Bearer " + token})
+try:
+    urllib.request.urlopen(req, context=ctx, timeout=10)
+except urllib.error.HTTPError as e:
+    out["nodes"] = [e.code, json.load(e)["message"]]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.timeout(600)
+def test_pods_resolve_cluster_names_and_reach_the_api_server(
+    cluster: Cluster, namespace: str, trainer_image: str
+) -> None:
+    ns, api_host = namespace, cluster.real.services.ip
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 8080}]},
+    }
+    web = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web-0", "labels": {"app": "web"}},
+        "spec": on_real_node(
+            {
+                "hostname": "web-0",
+                "subdomain": "web",
+                "containers": [
+                    {
+                        "name": "web",
+                        "image": BUSYBOX_IMAGE,
+                        "command": ["sh", "-c", "mkdir /w && echo hello > /w/index.html && httpd -f -p 8080 -h /w"],
+                    }
+                ],
+            }
+        ),
+    }
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe"},
+        "spec": on_real_node(
+            {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "probe",
+                        "image": trainer_image,
+                        "command": ["python", "-c", PROBE],
+                        # what the chart sets for the operator's pod: the API server at the fabric address
+                        "env": [
+                            {"name": "KUBERNETES_SERVICE_HOST", "value": api_host},
+                            {"name": "KUBERNETES_SERVICE_PORT", "value": str(API_PORT)},
+                        ],
+                    }
+                ],
+            }
+        ),
+    }
+    t0 = time.monotonic()
+    cluster.kubectl("-n", ns, "apply", "-f", "-", input=yaml.safe_dump_all([service, web]))
+    wait_for(lambda: pod_json(cluster, ns, "web-0")["status"].get("phase") == "Running", 60, message="web-0 Running")
+    cluster.kubectl("-n", ns, "apply", "-f", "-", input=yaml.safe_dump(probe))
+    done = wait_for(lambda: terminated(cluster, ns, "probe"), 120, interval=0.2, message="the probe pod ran")
+    logs = cluster.kubectl("-n", ns, "logs", "probe").stdout
+    assert done is not None and done["exitCode"] == 0, logs
+    out = json.loads(logs.strip().splitlines()[-1])
+    print(json.dumps({"probe pod create -> done s": round(time.monotonic() - t0, 1)}))
+    assert f"nameserver {api_host}" in out["resolv"] and f"search {ns}.svc.cluster.local" in out["resolv"], out
+    assert out["web"] == pod_json(cluster, ns, "web-0")["status"]["podIP"], out
+    assert out["http"] == "hello", out
+    assert out["kubernetes"] == "127.96.0.1", out  # the Service's ClusterIP (nothing routes it: use the fabric)
+    assert out["outside"] == "gaierror", out  # no name outside the cluster resolves: nothing is forwarded
+    assert out["version"] == cluster.kubectl_json("version")["serverVersion"]["gitVersion"], out
+    assert out["nodes"][0] == 403 and f"system:serviceaccount:{ns}:default" in out["nodes"][1], out
+
+
+def digits_manifest(checkpoints: Path, args: list[str] | None = None) -> dict[str, Any]:
+    manifest: dict[str, Any] = yaml.safe_load((REPO / "examples" / "trainingjob-digits-real.yaml").read_text())
+    manifest["spec"]["checkpoint"]["volume"]["hostPath"] = str(checkpoints)
+    if args:
+        manifest["spec"]["args"] = args
+    return manifest
+
+
+def checkpoint_dir(ns: str) -> Path:
+    """A fresh folder under run/ (the operator allows it)."""
+    path = REPO / "run" / "e2e-real" / ns / "checkpoints"
+    path.mkdir(parents=True)
+    return path
+
+
+def start_job(cluster: Cluster, ns: str, manifest: dict[str, Any]) -> Path:
+    """Create the job suspended, make its checkpoint folder `<hostPath>/<ns>/<name>-<uid>` owned by the
+    trainer image's user (1000), then resume it; returns that folder. The kubelet would create the folder
+    itself (hostPath DirectoryOrCreate) as root, mode 0755, where the non-root workers cannot write
+    (fsGroup does not apply to hostPath)."""
+    manifest["spec"]["suspend"] = True
+    job = create_job(cluster, ns, manifest)
+    root = Path(manifest["spec"]["checkpoint"]["volume"]["hostPath"])
+    folder = root / ns / f"{job['metadata']['name']}-{job['metadata']['uid']}"
+    folder.mkdir(parents=True)
+    for path in (folder, folder.parent):
+        os.chown(path, TRAINER_UID, TRAINER_UID)
+    patch_job(cluster, ns, job["metadata"]["name"], {"spec": {"suspend": False}})
+    return folder
+
+
+def epoch_pods(cluster: Cluster, ns: str, epoch: int) -> list[dict[str, Any]]:
+    pods = [
+        p for p in job_pods(cluster, ns, "digits") if p["metadata"]["labels"]["lepton.ai/restart-epoch"] == f"{epoch}"
+    ]
+    return sorted(pods, key=lambda p: int(p["metadata"]["labels"]["lepton.ai/replica-index"]))
+
+
+def result_of(pod: dict[str, Any]) -> dict[str, Any] | None:
+    term = pod["status"]["containerStatuses"][0]["state"].get("terminated") or {}
+    return parse_json(term.get("message"))
+
+
+def first_step_wall(cluster: Cluster, ns: str, pod: str) -> float | None:
+    found = FIRST_STEP.search(cluster.kubectl("-n", ns, "logs", pod, check=False).stdout)
+    return float(found.group(2)) if found else None
+
+
+@pytest.mark.timeout(900)
+def test_digits_trains_on_both_real_nodes(
+    cluster: Cluster, namespace: str, operator: object, trainer_image: str
+) -> None:
+    ns = namespace
+    t0 = time.monotonic()
+    start_job(cluster, ns, digits_manifest(checkpoint_dir(ns)))
+    wait_phase(cluster, ns, "digits", "Running", timeout=120)
+    running = time.monotonic() - t0
+    st = wait_phase(cluster, ns, "digits", "Succeeded", timeout=600)
+    pods = epoch_pods(cluster, ns, 0)
+    assert st["restarts"] == 0 and len(pods) == 2, st
+    assert {p["spec"]["nodeName"] for p in pods} == set(cluster.real_node_names), [p["spec"]["nodeName"] for p in pods]
+    for pod in pods:
+        assert pod["spec"]["securityContext"]["runAsUser"] == TRAINER_UID, pod["spec"]["securityContext"]
+        assert pod["spec"]["containers"][0].get("imagePullPolicy") == "IfNotPresent", pod["spec"]["containers"][0]
+        logs = cluster.kubectl("-n", ns, "logs", pod["metadata"]["name"]).stdout
+        assert FIRST_STEP.search(logs), logs[-2000:]
+    result = result_of(pods[0])
+    assert result is not None and result["testAccuracy"] >= 0.95, result
+    print(
+        json.dumps(
+            {
+                "apply -> Running s": round(running, 1),
+                "apply -> Succeeded s": round(time.monotonic() - t0, 1),
+                "accuracy": result["testAccuracy"],
+                "nodes": [p["spec"]["nodeName"] for p in pods],
+            }
+        )
+    )
+
+
+def kill_container(cluster: Cluster, pod: dict[str, Any]) -> None:
+    """SIGKILL the worker's container through its node's containerd (exit 137, as an OOM kill)."""
+    node = cluster.real.node(pod["spec"]["nodeName"])
+    cid = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
+    argv = ["ctr", "--address", str(node.containerd_socket), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", cid]
+    env = {"PATH": "/usr/bin:/bin", "HTTP_PROXY": NO_REGISTRY_PROXY}
+    subprocess.run(argv, check=True, capture_output=True, timeout=30, env=env)
+
+
+@pytest.mark.timeout(900)
+def test_a_killed_worker_restarts_the_epoch_and_resumes_from_the_checkpoint(
+    cluster: Cluster, namespace: str, operator: object, trainer_image: str
+) -> None:
+    ns = namespace
+    args = [
+        *("-m", "lepton_trainer.train", "--workload", "digits", "--epochs", "12"),
+        *("--step-sleep", "0.05", "--checkpoint-every", "20", "--log-every", "10"),
+    ]
+    ckpt = start_job(cluster, ns, digits_manifest(checkpoint_dir(ns), args))
+    wait_phase(cluster, ns, "digits", "Running", timeout=120)
+    wait_for(lambda: list(ckpt.glob("step-*.ckpt")), 300, interval=0.2, message="a first checkpoint")
+
+    victim = epoch_pods(cluster, ns, 0)[1]
+    killed_at = time.time()
+    kill_container(cluster, victim)
+
+    def stepping() -> list[float] | None:
+        pods = epoch_pods(cluster, ns, 1)
+        walls = [first_step_wall(cluster, ns, p["metadata"]["name"]) for p in pods if p["status"].get("phase")]
+        return [w for w in walls if w is not None] if len(walls) == 2 and None not in walls else None
+
+    walls = wait_for(stepping, 300, interval=0.5, message="both ranks of epoch 1 stepping")
+    assert walls is not None
+    st = wait_phase(cluster, ns, "digits", "Succeeded", timeout=600)
+    assert (st["restarts"], st["restartEpoch"]) == (1, 1), st
+    assert st["lastFailure"]["pod"] == victim["metadata"]["name"] and st["lastFailure"]["exitCode"] == 137, st
+    new = epoch_pods(cluster, ns, 1)
+    result = result_of(new[0])
+    assert result is not None and result["testAccuracy"] >= 0.95, result
+    logs = cluster.kubectl("-n", ns, "logs", new[0]["metadata"]["name"]).stdout
+    assert "resumed from checkpoint step=" in logs, logs[-3000:]
+    print(
+        json.dumps(
+            {
+                "kill -> all ranks stepping s": round(max(walls) - killed_at, 1),
+                "accuracy": result["testAccuracy"],
+                "restarts": st["restarts"],
+            }
+        )
+    )
