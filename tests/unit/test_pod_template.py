@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from lepton_operator.builders.placement import Placement
+from lepton_operator.builders.template import trainer_resources
 from lepton_operator.builders.trainingjob import worker_pod
 from lepton_operator.config import OperatorConfig
 from lepton_operator.handlers.trainingjob import TrainingJobController
@@ -302,3 +303,22 @@ async def test_a_template_hostpath_not_allowed_gets_invalid_spec_naming_the_fiel
     cond = next(c for c in kube.stored[("ml", "mnist")]["status"]["conditions"] if c["type"] == "InvalidSpec")
     assert cond["message"].startswith("spec.template.spec.volumes[1].hostPath.path: hostPath /etc is not under")
     assert ("create Event", "InvalidSpec") in kube.calls and kube.pods == {}
+
+
+@pytest.mark.parametrize(
+    ("flat", "trainer", "expected"),
+    [
+        (None, None, None),
+        ({"cpu": "4"}, {"requests": {"cpu": "2", "memory": "1Gi"}}, {"cpu": "4", "memory": "1Gi"}),
+        (None, {"limits": {"cpu": 2, "memory": "8Gi"}}, {"cpu": "2", "memory": "8Gi"}),
+        (None, {"requests": {"cpu": "500m"}, "limits": {"cpu": "1"}}, {"cpu": "500m"}),
+        (None, {"limits": {"cpu": "1e3", "memory": "2Gi"}}, {"memory": "2Gi"}),  # a form pricing cannot read
+    ],
+)
+def test_cost_accounting_reads_the_trainers_cpu_and_memory(
+    flat: dict[str, Any] | None, trainer: dict[str, Any] | None, expected: dict[str, str] | None
+) -> None:
+    template = tmpl(trainer={"resources": trainer}) if trainer else None
+    job = make_job(resources=flat, template=template)
+    got = trainer_resources(job.spec.template, job.spec.resources)
+    assert (got.to_wire() if got else None) == expected

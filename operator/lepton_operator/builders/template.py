@@ -11,9 +11,12 @@ affinity requirements are added to every required term of the template's.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from ..api.base import QUANTITY
+from ..api.pod import Resources
 from ..api.template import TRAINER
 
 SHM_VOLUME = "dshm"
@@ -89,3 +92,19 @@ def pod_metadata(template: Mapping[str, Any], ours: dict[str, Any]) -> dict[str,
     if annotations := template.get("annotations"):
         meta["annotations"] = dict(annotations)
     return meta
+
+
+def trainer_resources(template: Mapping[str, Any] | None, flat: Resources | None) -> Resources | None:
+    """The trainer's cpu and memory as cost accounting reads them: the flat field, else the template trainer's
+    request (its limit when no request: what the API server defaults it to); a form pricing cannot read is left
+    out rather than failing the pass."""
+    resources = split(template)[2].get("resources") or {}
+    picked: dict[str, str] = {}
+    for key in ("cpu", "memory"):
+        value = getattr(flat, key) if flat else None
+        if value is None:
+            raw = (resources.get("requests") or {}).get(key, (resources.get("limits") or {}).get(key))
+            value = str(raw) if raw is not None and re.fullmatch(QUANTITY, str(raw)) else None
+        if value is not None:
+            picked[key] = value
+    return Resources.model_validate(picked) if picked else None

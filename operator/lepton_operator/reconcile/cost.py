@@ -12,6 +12,7 @@ from datetime import datetime
 
 from ..api.trainingjob import TrainingJob
 from ..api.trainingjob_status import CostStatus
+from ..builders.template import trainer_resources
 from ..prices import PriceTable
 from ..timestamps import epoch_seconds, rfc3339
 from .pricing import pod_rate
@@ -33,6 +34,7 @@ def accrue(
     end = now.replace(microsecond=0).timestamp()
     start = epoch_seconds(old.last_accrual) if old.last_accrual else 0.0
     gpu_hours, usd, rate = old.gpu_hours, old.accrued_usd, 0.0
+    resources = trainer_resources(job.spec.template, job.spec.resources)
     for pod in pods:
         if not pod.started_at or pod.phase == "Pending":
             continue
@@ -40,7 +42,7 @@ def accrue(
         began = max(start, epoch_seconds(pod.started_at))
         stopped = epoch_seconds(pod.finished_at) if pod.finished_at else end
         hours = max(0.0, min(stopped, end) - began) / 3600
-        r = pod_rate(job.spec.gpus_per_replica, job.spec.resources, job.spec.gpu_type, node, prices)
+        r = pod_rate(job.spec.gpus_per_replica, resources, job.spec.gpu_type, node, prices)
         gpu_hours += job.spec.gpus_per_replica * hours
         usd += r * hours
         if pod.phase == "Running" and not pod.finished_at:
