@@ -12,6 +12,7 @@ from lepton_operator.builders.template import trainer_resources
 from lepton_operator.builders.trainingjob import worker_pod
 from lepton_operator.config import OperatorConfig
 from lepton_operator.handlers.trainingjob import TrainingJobController
+from lepton_operator.reconcile.views import pod_view
 from lepton_trainer import contract
 
 from .fakekube import FakeKube
@@ -322,3 +323,14 @@ def test_cost_accounting_reads_the_trainers_cpu_and_memory(
     job = make_job(resources=flat, template=template)
     got = trainer_resources(job.spec.template, job.spec.resources)
     assert (got.to_wire() if got else None) == expected
+
+
+def test_a_sidecars_end_says_nothing_of_the_workers() -> None:
+    """The worker's exit code and start are its trainer's, whatever order the kubelet lists containers in."""
+    sidecar = {"name": "logs", "state": {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": "t0"}}}
+    trainer = {"name": "trainer", "state": {"running": {"startedAt": "t1"}}}
+    pod = {"metadata": {"name": "w"}, "status": {"phase": "Running", "containerStatuses": [sidecar, trainer]}}
+    view = pod_view(pod)
+    assert (view.exit_code, view.reason, view.started_at) == (None, None, "t1")
+    server = {"name": "server", "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}
+    assert pod_view({"status": {"phase": "Failed", "containerStatuses": [server]}}).exit_code == 3

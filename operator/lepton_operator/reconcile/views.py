@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..api.template import TRAINER
 from ..builders.inferenceservice import TEMPLATE_HASH
 from ..constants import GPU_RESOURCE, LABEL_EPOCH, LABEL_REPLICA
 
@@ -39,8 +40,15 @@ def _label_int(labels: dict[str, Any], key: str) -> int:
     return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else -1
 
 
+def _statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trainer's container status when the pod has one (sidecars from spec.template say nothing of how the
+    worker ended), else every container's (a server)."""
+    statuses: list[dict[str, Any]] = (pod.get("status") or {}).get("containerStatuses") or []
+    return [cs for cs in statuses if cs.get("name") == TRAINER] or statuses
+
+
 def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+    for cs in _statuses(pod):
         term = (cs.get("state") or {}).get("terminated")
         if term:
             return dict(term)
@@ -57,11 +65,7 @@ def pod_view(pod: dict[str, Any]) -> PodView:
     disruption = conditions.get("DisruptionTarget") or {}
     term = _terminated(pod)
     running: dict[str, Any] = next(
-        (
-            cs["state"]["running"]
-            for cs in status.get("containerStatuses") or []
-            if (cs.get("state") or {}).get("running")
-        ),
+        (cs["state"]["running"] for cs in _statuses(pod) if (cs.get("state") or {}).get("running")),
         {},
     )
     return PodView(
