@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from lepton_operator.api.pod import EnvVar
 from lepton_operator.builders.placement import Placement
 from lepton_operator.builders.template import trainer_resources
 from lepton_operator.builders.trainingjob import worker_pod
@@ -281,6 +282,14 @@ def test_worker_pod_from_template(spec: dict[str, Any], show: Callable[[Pod], An
     before = copy.deepcopy(job.spec.template)
     assert show(worker_pod(job, 0, 1, 2)) == expected
     assert job.spec.template == before, "the builder must not change the job's template"
+
+
+def test_a_contract_name_slipping_past_an_older_crd_never_overrides_the_contract() -> None:
+    job = make_job(template=tmpl(trainer={"env": [{"name": contract.REPLICAS, "value": "99"}]}))
+    job.spec.env = [EnvVar(name=contract.REPLICA_INDEX, value="7")]
+    env = trainer_of(worker_pod(job, 0, 1, 2))["env"]
+    picked = [(e["name"], e["value"]) for e in env if e["name"] in (contract.REPLICAS, contract.REPLICA_INDEX)]
+    assert sorted(picked) == sorted([(contract.REPLICAS, "2"), (contract.REPLICA_INDEX, "1")])
 
 
 def test_cost_policy_preferences_are_added_to_the_templates() -> None:

@@ -36,9 +36,15 @@ def split(template: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str,
 
 
 def merge_env(ours: list[dict[str, Any]], template: list[dict[str, Any]], flat: list[dict[str, Any]]) -> list[Any]:
-    """The contract, then the template's env, then the flat env (a flat name replaces the template's)."""
-    names = {e["name"] for e in flat}
-    return [*ours, *(e for e in template if e.get("name") not in names), *flat]
+    """The contract, then the template's env, then the flat env (a flat name replaces the template's; a contract
+    name in either, which only a CRD older than the operator lets through, is dropped: the later would win)."""
+    contract = {e["name"] for e in ours}
+    names = contract | {e["name"] for e in flat}
+    return [
+        *ours,
+        *(e for e in template if e.get("name") not in names),
+        *(e for e in flat if e["name"] not in contract),
+    ]
 
 
 def merge_resources(template: Mapping[str, Any] | None, ours: Mapping[str, Any]) -> dict[str, Any]:
