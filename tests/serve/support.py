@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import signal
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -109,3 +112,72 @@ def infer_body(rows: list[list[float]], **extra: Any) -> dict[str, Any]:
         "inputs": [{"name": "input", "shape": [len(rows), len(rows[0])], "datatype": "FP32", "data": rows}],
         **extra,
     }
+
+
+def post_raw(
+    url: str, body: bytes, content_type: str | None = "application/json", timeout: float = 10.0
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """POST exactly these bytes (no Content-Type when None); status, headers (lower-case) and JSON body."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    try:
+        headers = {} if content_type is None else {"Content-Type": content_type}
+        conn.request("POST", parts.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(raw or b"{}")
+    finally:
+        conn.close()
+
+
+def trickle(host: str, port: int, data: bytes, every: float, limit: float) -> tuple[bytes, float]:
+    """A slow client: one byte of `data` every `every` s (waiting on the socket for a reply in between) until
+    the server answers and closes, or `limit` s pass; (what the server sent, seconds until it closed)."""
+    t0 = time.monotonic()
+    received, sent = b"", 0
+    with socket.create_connection((host, port), timeout=every) as sock:
+        while time.monotonic() - t0 < limit:
+            if sent < len(data):
+                try:
+                    sock.sendall(data[sent : sent + 1])
+                except OSError:
+                    break
+                sent += 1
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received, time.monotonic() - t0
+
+
+def send_and_read(host: str, port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send `data` on a new connection and read until the server closes it (or `timeout`)."""
+    received = b""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        with contextlib.suppress(OSError):  # the server closed on us: read what it said
+            sock.sendall(data)
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+def status_of(reply: bytes) -> int:
+    """The status code of a raw HTTP reply (0 when there is none)."""
+    parts = reply.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[0].startswith(b"HTTP/") else 0
+
+
+def json_of(reply: bytes) -> dict[str, Any]:
+    body = reply.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in reply else b"{}"
+    return dict(json.loads(body or b"{}"))

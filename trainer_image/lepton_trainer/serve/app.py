@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -54,6 +55,12 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return error(500, f"internal server error: {type(exc).__name__}")
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no route) and 405 (wrong method), as JSON."""
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, f"{request.method} {request.url.path[:200]}: {exc.detail}")
+
+
 class Server:
     """The model, its batcher and metrics; `app` is the ASGI application."""
 
@@ -82,7 +89,7 @@ class Server:
                 Route("/metrics", self.prometheus),
             ],
             lifespan=self.lifespan,
-            exception_handlers={Exception: internal_error},
+            exception_handlers={Exception: internal_error, HTTPException: http_error},
         )
         self.app = CountResponses(self.starlette, self.metrics.responses)
 
