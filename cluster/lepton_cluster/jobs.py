@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .cluster import Cluster
 from .testing import wait_for
@@ -12,15 +15,26 @@ REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "lepton.ai", "v1alpha1", "trainingjobs"
 
 
+def crd_established(cluster: Cluster, name: str) -> bool:
+    """The CRD's Established condition is True. (Not `kubectl wait`: it fails at once, instead of waiting,
+    while a CRD just created has no status.conditions yet - 1 of 10 fresh-clone demos failed so.)"""
+    crd = cluster.kubectl_json("get", "crd", name)
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+
 def install_crds(cluster: Cluster) -> None:
-    """Apply crds/ and wait until the API server serves the kinds."""
+    """Apply crds/ and wait until the API server serves every kind they define."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/trainingjobs.lepton.ai")
-    wait_for(
-        lambda: cluster.kubectl("get", "trainingjobs", "-A", check=False).returncode == 0,
-        30,
-        message="trainingjobs to be served",
-    )
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        name, plural = str(crd["metadata"]["name"]), str(crd["spec"]["names"]["plural"])
+        wait_for(partial(crd_established, cluster, name), 30, interval=0.2, message=f"CRD {name} Established")
+        wait_for(partial(_served, cluster, plural), 30, message=f"{plural} to be served")
+
+
+def _served(cluster: Cluster, plural: str) -> bool:
+    return cluster.kubectl("get", plural, "-A", check=False).returncode == 0
 
 
 def custom(cluster: Cluster) -> Any:
