@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from lepton_trainer.serve.batcher import Array, Batcher
+from lepton_trainer.serve.batcher import Array, Batcher, BatcherDown, Forward, Overloaded
 
 
 async def run(n: int, max_batch: int, max_wait: float, rows_each: int = 1) -> tuple[list[int], list[Array]]:
@@ -78,3 +78,55 @@ async def test_503_while_the_model_loads() -> None:
         infer = await client.post("/v2/models/digits/infer", json={"inputs": []})
         assert infer.status_code == 503 and "not ready (Loading)" in infer.json()["error"]
         assert (await client.get("/v2/health/live")).status_code == 200
+
+
+def _slow_forward(started: asyncio.Event, release: asyncio.Event) -> Forward:
+    async def forward(x: Array) -> Array:
+        started.set()
+        await release.wait()
+        return x
+
+    return forward
+
+
+async def test_a_full_queue_refuses_at_once_and_a_long_wait_times_out() -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    b = Batcher(_slow_forward(started, release), 1, 0.0, max_queue=3, timeout=0.3)
+    b.start()
+    row = np.zeros((1, 2), np.float32)
+    try:
+        running = asyncio.ensure_future(b.submit(row))  # taken by the consumer, blocked in forward
+        await started.wait()
+        queued = [asyncio.ensure_future(b.submit(row)) for _ in range(2)]
+        await asyncio.sleep(0)  # both are in the queue now
+        assert b.waiting == 3  # one running, two queued
+        with pytest.raises(Overloaded, match="3 requests are already waiting"):
+            await b.submit(row)
+        results = await asyncio.gather(running, *queued, return_exceptions=True)
+        assert all(isinstance(r, Overloaded) and "no result within 0.3 s" in str(r) for r in results), results
+        release.set()
+        assert (await b.submit(row)).shape == (1, 2)  # the batcher still works afterwards
+    finally:
+        await b.stop()
+
+
+async def test_a_dead_batcher_fails_waiting_and_new_requests_at_once() -> None:
+    deaths: list[str] = []
+
+    def broken(requests: int, rows: int) -> None:
+        raise RuntimeError("bug in the batcher")
+
+    async def forward(x: Array) -> Array:
+        return x
+
+    b = Batcher(forward, 4, 0.01, broken, timeout=30, on_death=deaths.append)
+    b.start()
+    row = np.zeros((1, 2), np.float32)
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*(b.submit(row) for _ in range(3)), return_exceptions=True), 5)
+        assert all(isinstance(r, BatcherDown) for r in results), results
+        assert deaths == ["the batcher stopped: RuntimeError: bug in the batcher"] and b.failure == deaths[0]
+        with pytest.raises(BatcherDown):
+            await asyncio.wait_for(b.submit(row), 1)
+    finally:
+        await b.stop()

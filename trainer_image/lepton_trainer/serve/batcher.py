@@ -59,7 +59,8 @@ class Batcher:
             raise ValueError("max_batch_size, max_queue must be >= 1, max_wait >= 0, timeout > 0")
         self.forward, self.max_batch_size, self.max_wait, self.on_batch = forward, max_batch_size, max_wait, on_batch
         self.max_queue, self.timeout, self.on_death = max_queue, timeout, on_death
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(max_queue)
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()  # bounded by _pending (timed-out items don't count)
+        self._pending = 0  # requests in submit(): queued or in the running batch
         self._carry: _Item | None = None
         self._batch: list[_Item] = []  # the batch being collected or run
         self._task: asyncio.Task[None] | None = None
@@ -67,7 +68,7 @@ class Batcher:
 
     @property
     def waiting(self) -> int:
-        return self._queue.qsize()
+        return self._pending
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._supervised(), name="batcher")
@@ -83,15 +84,17 @@ class Batcher:
         when the queue is full or the consumer is dead, Overloaded after ``timeout`` s."""
         if self.failure is not None:
             raise BatcherDown(self.failure)
+        if self._pending >= self.max_queue:
+            raise Overloaded(f"{self.max_queue} requests are already waiting for the model")
         future: asyncio.Future[Array] = asyncio.get_running_loop().create_future()
+        self._pending += 1
         try:
             self._queue.put_nowait(_Item(rows, future))
-        except asyncio.QueueFull:
-            raise Overloaded(f"{self.max_queue} requests are already waiting for the model") from None
-        try:
             return await asyncio.wait_for(future, self.timeout)
         except TimeoutError:
             raise Overloaded(f"no result within {self.timeout:g} s (the model is overloaded)") from None
+        finally:
+            self._pending -= 1
 
     async def _supervised(self) -> None:
         try:
