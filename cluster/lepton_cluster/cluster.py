@@ -419,7 +419,7 @@ class Cluster:
         (nothing reads Endpoints). The EndpointSlice controller feeds the real nodes' cluster DNS; its
         cost on kwok pods is measured in docs/cluster.md ("Cluster DNS")."""
         off = ["-endpoints-controller", "-endpointslice-mirroring-controller"]
-        if not self.config.endpointslices:
+        if not self.config.endpointslice_controller:
             return [f"--controllers={','.join(['*', *off, '-endpointslice-controller'])}"]
         # one slice write per Service per second at most, however many of its pods change
         return [f"--controllers={','.join(['*', *off])}", "--endpointslice-updates-batch-period=1s"]

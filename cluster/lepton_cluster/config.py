@@ -112,9 +112,9 @@ class ClusterConfig:
     real_nodes: int = 2
     #: the real nodes' /20 of 198.19.0.0/16 (LEPTON_REAL_NODE_SLOT; default: port offset // 1000)
     real_node_slot: int | None = None
-    #: run the controller-manager's EndpointSlice controller (LEPTON_ENDPOINTSLICES=0: off); cluster DNS
-    #: of the real nodes' pods answers from EndpointSlices
-    endpointslices: bool = True
+    #: run the controller-manager's EndpointSlice controller (LEPTON_ENDPOINTSLICES=0/1); None: when there
+    #: are real nodes, whose pods' cluster DNS answers from EndpointSlices (kwok pods only make it retry)
+    endpointslices: bool | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ClusterConfig:
@@ -186,6 +186,10 @@ class ClusterConfig:
     @property
     def slot(self) -> int:
         return slot_for_offset(self.port_offset) if self.real_node_slot is None else self.real_node_slot
+
+    @property
+    def endpointslice_controller(self) -> bool:
+        return self.real_nodes > 0 if self.endpointslices is None else self.endpointslices
 
     def real_node_plan(self) -> list[RealNode]:
         """The real nodes (kubelet + containerd) of this cluster; see realnode/plan.py."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from lepton_cluster import config as cfg
+from lepton_cluster.cluster import Cluster
 from lepton_cluster.config import ClusterConfig, NodePool, Ports
 
 
@@ -140,3 +141,20 @@ def test_profiling_is_off_unless_asked_for() -> None:
     assert not ClusterConfig.from_env({}).profiling
     assert ClusterConfig.from_env({"LEPTON_PROFILING": "1"}).profiling
     assert not ClusterConfig.from_env({"LEPTON_PROFILING": "0"}).profiling
+
+
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, True),  # real nodes by default: their pods' DNS reads EndpointSlices
+        ({"LEPTON_REAL_NODES": "0"}, False),  # kwok pods only: the controller would only fail and retry
+        ({"LEPTON_ENDPOINTSLICES": "0"}, False),
+        ({"LEPTON_REAL_NODES": "0", "LEPTON_ENDPOINTSLICES": "1"}, True),
+    ],
+)
+def test_endpointslice_controller_runs_with_real_nodes_unless_told(env: dict[str, str], on: bool) -> None:
+    c = Cluster(ClusterConfig.from_env(env))
+    args = [a for a in c.argv("kube-controller-manager") if "controllers" in a or "endpointslice" in a]
+    assert c.config.endpointslice_controller is on
+    assert ("-endpointslice-controller" not in args[0]) is on and "-endpoints-controller" in args[0]
+    assert ("--endpointslice-updates-batch-period=1s" in args) is on
