@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -89,3 +92,90 @@ def test_termination_message_is_compact_and_bounded(tmp_path: Path) -> None:
 
 def test_termination_message_skipped_when_not_writable(tmp_path: Path) -> None:
     assert not write_termination_message({"state": "Succeeded"}, tmp_path / "no" / "such" / "dir" / "log")
+
+
+def _drip(address: tuple[str, int], data: bytes, every: float, limit: float) -> tuple[bytes, float]:
+    """A slow client: one byte of `data` per `every` s, waiting on the socket in between, until the server
+    closes the connection or `limit` s pass; (what it sent back, seconds until it closed)."""
+    t0 = time.monotonic()
+    received, sent = b"", 0
+    with socket.create_connection(address, timeout=every) as sock:
+        while time.monotonic() - t0 < limit:
+            if sent < len(data):
+                try:
+                    sock.sendall(data[sent : sent + 1])
+                except OSError:
+                    break
+                sent += 1
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received, time.monotonic() - t0
+
+
+def _get_progress(address: tuple[str, int]) -> int:
+    with urllib.request.urlopen(f"http://{address[0]}:{address[1]}/progress", timeout=5) as resp:
+        return int(resp.status)
+
+
+@pytest.mark.timeout(60)
+def test_slow_and_silent_clients_are_cut_at_the_deadline() -> None:
+    server = ProgressServer("127.0.0.1", 0, io_timeout=0.5, deadline=1.0)
+    try:
+        drip, seconds = _drip(server.address, b"GET /progress HTTP/1.0\r\nX-Slow: " + b"a" * 500, 0.2, 20)
+        assert drip == b"" and seconds < 3, (drip, seconds)  # one byte every 0.2 s: cut by the 1 s deadline
+        silent, seconds = _drip(server.address, b"", 0.2, 20)
+        assert silent == b"" and seconds < 3, seconds  # sends nothing: cut by the 0.5 s read timeout
+        assert _get_progress(server.address) == 200
+    finally:
+        server.close()
+
+
+@pytest.mark.timeout(60)
+def test_connections_beyond_the_thread_limit_get_503_at_once() -> None:
+    server = ProgressServer("127.0.0.1", 0, max_threads=2, io_timeout=30, deadline=30)
+    held = [socket.create_connection(server.address, timeout=5) for _ in range(2)]  # 2 silent clients
+    try:
+        for sock in held:
+            sock.sendall(b"GET /progress HTTP/1.0\r\n")  # headers never finished: both threads busy
+        t0 = time.monotonic()
+        with socket.create_connection(server.address, timeout=5) as extra:
+            reply = b""
+            while chunk := extra.recv(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.0 503") and b"busy" in reply, reply
+        assert time.monotonic() - t0 < 2 and server.refused == 1
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while True:  # the held threads end once their clients have gone
+        try:
+            if _get_progress(server.address) == 200:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    server.close()
+
+
+@pytest.mark.timeout(30)
+def test_other_methods_and_paths_get_4xx() -> None:
+    server = ProgressServer("127.0.0.1", 0)
+    try:
+        host, port = server.address
+        for method, path, status in [("POST", "/progress", 501), ("GET", "/admin", 404), ("DELETE", "/", 501)]:
+            conn = http.client.HTTPConnection(host, port, timeout=5)
+            conn.request(method, path)
+            assert conn.getresponse().status == status, (method, path)
+            conn.close()
+        assert _get_progress(server.address) == 200
+    finally:
+        server.close()

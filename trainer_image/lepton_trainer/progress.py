@@ -6,8 +6,10 @@ TrainingJob's status; neither needs the pod to hold any Kubernetes credentials.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -34,21 +36,93 @@ def parse_listen(value: str, default_port: int) -> tuple[str, int] | None:
     return host or "0.0.0.0", int(port)
 
 
-class ProgressServer:
-    """A tiny threaded HTTP server answering ``GET /progress`` with the latest document."""
+# A refused connection (every thread busy) gets this and is closed.
+BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n\r\n" + (
+    b'{"error": "the progress endpoint is busy"}'
+)
 
-    def __init__(self, host: str, port: int) -> None:
+
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """At most ``max_threads`` connections served at once (more are answered 503 and closed at once); each
+    connection is shut down ``deadline`` s after it was accepted, however slowly its client sends."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_threads: int, deadline: float
+    ) -> None:
+        super().__init__(address, handler)
+        self.deadline, self.refused = deadline, 0
+        self._slots = threading.BoundedSemaphore(max_threads)
+        self._deadlines: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="progress-reaper", daemon=True)
+        self._reaper.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            with contextlib.suppress(OSError):
+                request.sendall(BUSY)
+            self.shutdown_request(request)
+            return
+        with self._lock:
+            self._deadlines[request] = time.monotonic() + self.deadline
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._done(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._done(request)
+
+    def _done(self, request: socket.socket) -> None:
+        with self._lock:
+            if self._deadlines.pop(request, None) is not None:
+                self._slots.release()
+
+    def _reap(self) -> None:
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            with self._lock:
+                late = [sock for sock, deadline in self._deadlines.items() if deadline < now]
+            for sock in late:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # the handler's blocked read returns: its thread ends
+
+    def server_close(self) -> None:
+        self._stop.set()
+        super().server_close()
+
+
+class ProgressServer:
+    """A tiny threaded HTTP server answering ``GET /progress`` with the latest document.
+
+    Bounded: ``max_threads`` connections at once (503 beyond), ``io_timeout`` s per socket read or write,
+    ``deadline`` s per connection in all; HTTP/1.0, one request per connection.
+    """
+
+    def __init__(
+        self, host: str, port: int, *, max_threads: int = 8, io_timeout: float = 2.0, deadline: float = 5.0
+    ) -> None:
         self._body = b"{}"
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = io_timeout
+
             def do_GET(self) -> None:
                 if self.path.split("?")[0] in ("/progress", "/"):
                     self._reply(200, owner._body, "application/json")
                 elif self.path == "/healthz":
                     self._reply(200, b"ok", "text/plain")
                 else:
-                    self._reply(404, b"not found", "text/plain")
+                    self._reply(404, b'{"error": "not found; GET /progress"}', "application/json")
 
             def _reply(self, code: int, body: bytes, ctype: str) -> None:
                 self.send_response(code)
@@ -60,8 +134,7 @@ class ProgressServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _BoundedHTTPServer((host, port), Handler, max_threads, deadline)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="progress-http", daemon=True)
         self._thread.start()
 
@@ -69,6 +142,11 @@ class ProgressServer:
     def address(self) -> tuple[str, int]:
         host, port = self._httpd.server_address[:2]
         return str(host), int(port)
+
+    @property
+    def refused(self) -> int:
+        """Connections answered 503 because every thread was busy."""
+        return self._httpd.refused
 
     def publish(self, body: bytes) -> None:
         self._body = body
