@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping, MutableMapping, Sequence
+from pathlib import Path
 
 from lepton_trainer import contract
 
@@ -69,8 +70,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         path = os.path.join(tempfile.gettempdir(), f"lepton-zygote-{os.getpid()}.sock")
         zygote.start(path)
         os.environ[contract.ZYGOTE_SOCKET] = path
+    train = "lepton_trainer.train" in args  # the trainer serves its own progress
+    if not train and (file := os.environ.get(contract.PROGRESS_FILE)) and (listen := progress_listen(os.environ)):
+        from lepton_trainer import progress_file, reporting
+
+        progress_file.start(Path(file), *listen)  # any script's progress file, on GET /progress
+        os.environ[reporting.SERVED] = "1"
     cmd = torchrun_argv(args)
     os.execv(cmd[0], cmd)
+
+
+def progress_listen(env: Mapping[str, str]) -> tuple[str, int] | None:
+    """Where the progress endpoint listens ($LEPTON_PROGRESS_LISTEN, default all addresses on its port)."""
+    from lepton_trainer.progress import parse_listen
+
+    return parse_listen(env.get(contract.PROGRESS_LISTEN, f"0.0.0.0:{contract.PROGRESS_PORT}"), contract.PROGRESS_PORT)
 
 
 if __name__ == "__main__":
