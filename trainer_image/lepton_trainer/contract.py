@@ -36,6 +36,7 @@ TERMINATION_LOG: Final = "LEPTON_TERMINATION_LOG"  # where the final result goes
 DATA_CACHE: Final = "LEPTON_DATA_CACHE"  # directory for decoded sample data (fast cold start)
 ZYGOTE: Final = "LEPTON_ZYGOTE"  # "0" stops the launcher from starting the pre-imported fork server
 ZYGOTE_SOCKET: Final = "LEPTON_ZYGOTE_SOCKET"  # set by the launcher for the workers
+PROGRESS_SERVED: Final = "LEPTON_PROGRESS_SERVED"  # "1", set by the launcher when it serves the progress file
 
 # Set by the launcher: torch's shared rendezvous store made restarted workers dial dead ports.
 DISABLE_SHARED_RDZV_STORE: Final = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"

@@ -27,7 +27,7 @@ from lepton_trainer.atomic import write_atomic
 from lepton_trainer.progress import SCHEMA_VERSION, ProgressServer, parse_listen
 
 log = logging.getLogger(__name__)
-SERVED = "LEPTON_PROGRESS_SERVED"  # set by the launcher when it serves the progress file itself
+SERVED = contract.PROGRESS_SERVED
 
 
 def _camel(name: str) -> str:
