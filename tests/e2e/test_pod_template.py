@@ -12,7 +12,16 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 from lepton_cluster.cluster import Cluster
-from lepton_cluster.jobs import REPO, condition, create_job, job_manifest, job_pods, live_pods, wait_phase
+from lepton_cluster.jobs import (
+    REPO,
+    condition,
+    create_job,
+    job_manifest,
+    job_pods,
+    live_pods,
+    patch_job,
+    wait_phase,
+)
 from lepton_cluster.testing import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
@@ -119,3 +128,23 @@ def test_a_template_hostpath_outside_the_allowed_prefixes_is_an_invalid_spec(clu
     message = invalid["message"]
     assert message.startswith("spec.template.spec.volumes[0].hostPath.path: hostPath /etc is not under"), message
     assert job_pods(cluster, namespace, "nosy-template") == []
+
+
+@pytest.mark.timeout(90)
+def test_the_template_changes_only_while_suspended_and_resumed_pods_use_it(cluster: Cluster, namespace: str) -> None:
+    create_job(cluster, namespace, job_manifest("tweak", template={"metadata": {"labels": {"v": "1"}}}))
+    wait_phase(cluster, namespace, "tweak", "Running")
+    change = {"spec": {"template": {"metadata": {"labels": {"v": "2"}}}}}
+    with pytest.raises(ApiException) as err:
+        patch_job(cluster, namespace, "tweak", change)
+    assert "spec.template can change only while the job is suspended" in json.loads(err.value.body or "{}")["message"]
+    patch_job(cluster, namespace, "tweak", {"spec": {"suspend": True}})
+    wait_phase(cluster, namespace, "tweak", "Suspended")
+    patch_job(cluster, namespace, "tweak", change)
+    patch_job(cluster, namespace, "tweak", {"spec": {"suspend": False}})
+
+    def relabelled() -> bool:
+        pods = live_pods(cluster, namespace, "tweak")
+        return len(pods) == 2 and all(p["metadata"]["labels"].get("v") == "2" for p in pods)
+
+    assert wait_for(relabelled, 30, interval=0.2, message="2 pods of the new template")

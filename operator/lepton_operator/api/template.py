@@ -117,7 +117,7 @@ def template_field() -> Any:
             "gets the operator's labels, name, hostname, placement and restartPolicy Never. Flat fields win over "
             "the template for the same setting (command, args, env by name, cpu/memory, nodeSelector by key, "
             "priorityClassName, schedulerName); lists are added to (tolerations, volumes, affinity terms). "
-            "Immutable."
+            "Changes only while suspended; the next epoch's pods use it."
         ),
         json_schema_extra={EMBED: "PodTemplateSpec"} | validations(*TEMPLATE_RULES),
     )

@@ -218,7 +218,12 @@ class TrainingJobSpec(KubeModel):
             immutable("command"),
             immutable("args"),
             immutable("managedBy"),
-            immutable("template"),
+            cel(
+                "(has(self.template) == has(oldSelf.template) && (!has(self.template) || "
+                "self.template == oldSelf.template)) || oldSelf.suspend",
+                "spec.template can change only while the job is suspended (e.g. by Kueue on admission)",
+                field_path=".template",
+            ),
             *TEMPLATE_SPEC_RULES,
         )
     }
