@@ -39,7 +39,16 @@ def test_a_full_queue_sheds_with_503_and_retry_after(
     digits_export: tuple[Path, dict[str, Any]], servers: list[ServerProcess], tmp_path: Path
 ) -> None:
     """200 ms per pass, one request per pass, at most 2 admitted: of 10 at once, the surplus is shed at once."""
-    args = ["--simulated-latency-ms", "200", "--max-batch-size", "1", "--max-queue", "2", "--queue-timeout", "30"]
+    args = [
+        "--simulated-latency-ms",
+        "200",
+        "--max-batch-size",
+        "1",
+        "--max-queue-batches",
+        "2",
+        "--queue-timeout",
+        "30",
+    ]
     s = ServerProcess(digits_export[0], tmp_path / "server.log", *args)
     servers.append(s)
     s.wait_up()

@@ -73,11 +73,11 @@ class Server:
             batching.max_batch_size,
             batching.max_wait_ms / 1000,
             self.metrics.batch,
-            max_queue=limits.max_queue,
+            max_queue=limits.max_queue_batches * batching.max_batch_size,
             timeout=limits.queue_timeout,
             on_death=self._batcher_died,
         )
-        self._parsers = ThreadPoolExecutor(2, thread_name_prefix="parse")
+        self._parsers = ThreadPoolExecutor(1, thread_name_prefix="parse")  # one: the loop competes for the GIL
         self.starlette = Starlette(
             routes=[
                 Route("/v2", self.server_metadata),

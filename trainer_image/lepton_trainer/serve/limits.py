@@ -15,7 +15,7 @@ class Limits:
     max_rows: int = 1024  # samples per request (400 beyond)
     max_elements: int = 1 << 20  # tensor values per request (400 beyond)
     max_depth: int = 8  # nesting of inputs[0].data (400 beyond)
-    max_queue: int = 256  # requests queued or in the running batch; 503 + Retry-After beyond
+    max_queue_batches: int = 8  # admitted requests (queued or running) <= this x max batch size; 503 beyond
     queue_timeout: float = 5.0  # s a request may wait for its result from the batcher; 503 after
     header_timeout: float = 10.0  # s from connection (or last response) to complete request headers; 408
     body_timeout: float = 30.0  # s to receive the whole body once headers arrived; 408
