@@ -23,6 +23,7 @@ from typing import Any
 from lepton_cluster.cluster import Cluster
 
 ROW = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
+JSON = {"Content-Type": "application/json"}  # the server answers 415 to any other body type
 
 
 def export_digits_model(directory: Path, seed: int = 0) -> None:
@@ -149,7 +150,7 @@ class Load:
                 self._stop.wait(0.05)
                 continue
             url = urls[next(self._counter) % len(urls)]
-            req = urllib.request.Request(f"{url}/v2/models/{self.model}/infer", data=body)
+            req = urllib.request.Request(f"{url}/v2/models/{self.model}/infer", data=body, headers=JSON)
             try:
                 with urllib.request.urlopen(req, timeout=10) as r:
                     r.read()
