@@ -254,7 +254,12 @@ def test_install_creates_everything_and_uninstall_keeps_the_crd(cluster: Cluster
             for kind, name, ns in release_objects(fullname, namespace):
                 assert exists(cluster, kind, name, ns), f"{kind}/{name} not created"
             dep = cluster.kubectl_json("get", "deployment", fullname, "-n", namespace)
-            assert dep["spec"]["strategy"]["type"] == "Recreate"
+            # two replicas, one leader (a Lease): a rolling update that never drops below one replica
+            assert dep["spec"]["replicas"] == 2
+            assert dep["spec"]["strategy"] == {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            }
             assert "lepton-operator" in helm(cluster, "status", release, "-n", namespace).stdout
         finally:
             res = helm(cluster, "uninstall", release, "-n", namespace, "--wait", "--timeout", "60s")
