@@ -127,3 +127,21 @@ def test_a_dead_batcher_fails_readiness_and_liveness_and_requests_get_503_at_onc
 def http_get_text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return str(resp.read().decode())
+
+
+@pytest.mark.timeout(120)
+def test_a_500_is_json_and_counted(in_process: tuple[Server, str]) -> None:
+    server, url = in_process
+
+    async def failing(rows: Any) -> Any:
+        raise RuntimeError("simulated model failure")
+
+    server.batcher.forward = failing
+    code, headers, body, _ = infer(url, timeout=10)
+    assert code == 500 and body == {"error": "internal server error: RuntimeError"}, body
+    assert headers["content-type"] == "application/json"
+    page = http_get_text(f"{url}/metrics")
+    assert metric_value(page, 'lepton_serve_requests_total{model="digits",status="500"}') == 1
+    assert metric_value(page, 'lepton_serve_http_responses_total{status="500"}') == 1
+    assert metric_value(page, "lepton_serve_inflight_requests") == 0
+    assert http_json(f"{url}/v2/health/live") == (200, {"live": True})  # a failing pass is not a dead batcher
