@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from lepton_cluster.cluster import Cluster
-from lepton_cluster.jobs import REPO, condition, custom, job_pods, wait_phase
+from lepton_cluster.jobs import REPO, condition, crd_established, custom, job_pods, wait_phase
 from lepton_cluster.testing import holds_for, wait_for
 
 from .serving import ROW, Load, PodServers, export_digits_model
@@ -22,7 +22,7 @@ GROUP, VERSION, PLURAL = "lepton.ai", "v1alpha1", "inferenceservices"
 
 @pytest.fixture(scope="module")
 def isvc_crd(cluster: Cluster, crds: None) -> None:
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/inferenceservices.lepton.ai")
+    wait_for(lambda: crd_established(cluster, "inferenceservices.lepton.ai"), 30, message="the CRD Established")
 
 
 @pytest.fixture
