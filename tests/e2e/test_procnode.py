@@ -259,7 +259,8 @@ def test_killing_a_worker_restarts_the_epoch_and_resumes_from_the_checkpoint(
     ]
     create_job(cluster, namespace, manifest)
     wait_phase(cluster, namespace, "digits", "Running", timeout=90)
-    wait_for(lambda: list(ckpt.glob("step-*.ckpt")), 120, interval=0.2, message="a first checkpoint")
+    # in the job's own folder of the volume, <namespace>/<name>-<uid>
+    wait_for(lambda: list(ckpt.rglob("step-*.ckpt")), 120, interval=0.2, message="a first checkpoint")
 
     victim = next(p for p in job_pods(cluster, namespace, "digits") if p["metadata"]["name"] == "digits-0-1")
     run = run_info(agent, victim["metadata"]["uid"], container="trainer")
