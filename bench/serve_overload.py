@@ -171,8 +171,8 @@ def main() -> None:
             s.stop()
         doc["capacity_rps"] = round(capacity, 1)
         print(f"capacity (closed loop, 64 clients): {capacity:.0f} req/s")
-        for setting, flags in (("limits", []), ("no limits", NO_LIMITS)):
-            for load in (1, 2):
+        for load in (1, 2):
+            for setting, flags in (("no limits", NO_LIMITS), ("limits", [])):
                 s = serve(*MODEL, *flags)
                 try:
                     asyncio.run(closed_loop(s.url, 8, 1.0))
