@@ -35,6 +35,7 @@ from .realnode.node import RealNodeError, RealNodes
 from .realnode.node import write_files as write_node_files
 from .realnode.services import DNS_RBAC
 from .realnode.services import WHAT as SERVICE_PROCESSES
+from .spawn import spawn_logged
 
 #: Start order; `down` stops in reverse.
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -428,22 +429,10 @@ class Cluster:
     def _spawn(self, name: str) -> None:
         c = self.config
         argv = self.argv(name)
-        log_path = c.log_dir / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        with open(log_path, "wb") as log:
-            log.write(f"# {_now()} {' '.join(argv)}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=c.run_dir,
-                env=env,
-                start_new_session=True,
-            )
-        self._procs[name] = proc
-        (c.pid_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+        self._procs[name] = spawn_logged(
+            argv, log_path=c.log_dir / f"{name}.log", pid_file=c.pid_dir / f"{name}.pid", cwd=c.run_dir, env=env
+        )
 
     def _check_alive(self) -> None:
         for name, proc in self._procs.items():

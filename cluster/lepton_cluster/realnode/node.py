@@ -9,7 +9,6 @@ tmpfs on a real machine) are gone; its disk (containerd's root, kubelet's folder
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ import yaml
 
 from ..config import kubeconfig
 from ..pki import Pki
+from ..spawn import spawn_logged
 from . import cgroups, image, machine, mounts, network, render
 from .plan import RealNode, fabric_bridge, slot_network
 from .services import Services
@@ -55,10 +55,6 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 class RealNodeError(RuntimeError):
     pass
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def missing_host_parts() -> list[str]:
@@ -236,21 +232,15 @@ class RealNodes:
         return self.log_dir / f"{node.name}-{what}.log"
 
     def _spawn(self, node: RealNode, what: str, argv: list[str], env: dict[str, str], cgroup: str) -> int:
-        log_path = self._log_path(node, what)
-        with open(log_path, "ab") as log:
-            log.write(f"# {_now()} {' '.join(argv)}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=node.dir,
-                env=env,
-                start_new_session=True,
-                preexec_fn=cgroups.joiner(cgroup),
-            )
-        (node.dir / f"{what}.pid").write_text(f"{proc.pid}\n")
+        proc = spawn_logged(
+            argv,
+            log_path=self._log_path(node, what),
+            pid_file=node.dir / f"{what}.pid",
+            cwd=node.dir,
+            env=env,
+            append=True,
+            preexec_fn=cgroups.joiner(cgroup),
+        )
         return proc.pid
 
     def _ctr(self, node: RealNode, *args: str, timeout: float = 60.0) -> str:

@@ -13,13 +13,13 @@ kills them as it kills a node:
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from ..config import kubeconfig
 from ..pki import Pki
+from ..spawn import spawn_logged
 from . import cgroups, render
 from .plan import DNS_READY_PORT, SERVICES, fabric_ip
 
@@ -83,21 +83,14 @@ class Services:
         self._spawn("api-relay", render.api_relay_argv(socat, listen_ip=self.ip, apiserver_port=apiserver_port))
 
     def _spawn(self, what: str, argv: list[str]) -> None:
-        log_path = self.log_dir / f"{what}.log"
-        with open(log_path, "wb") as log:
-            log.write(f"# {' '.join(argv)}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.dir,
-                env={"PATH": "/usr/bin:/bin"},
-                start_new_session=True,
-                preexec_fn=cgroups.joiner(self.cgroup),
-            )
-        (self.dir / f"{what}.pid").write_text(f"{proc.pid}\n")
+        spawn_logged(
+            argv,
+            log_path=self.log_dir / f"{what}.log",
+            pid_file=self.dir / f"{what}.pid",
+            cwd=self.dir,
+            env={"PATH": "/usr/bin:/bin"},
+            preexec_fn=cgroups.joiner(self.cgroup),
+        )
 
     def pids(self) -> dict[str, int | None]:
         """CoreDNS's and the relay's pids (None: not running)."""
