@@ -145,3 +145,19 @@ def test_a_500_is_json_and_counted(in_process: tuple[Server, str]) -> None:
     assert metric_value(page, 'lepton_serve_http_responses_total{status="500"}') == 1
     assert metric_value(page, "lepton_serve_inflight_requests") == 0
     assert http_json(f"{url}/v2/health/live") == (200, {"live": True})  # a failing pass is not a dead batcher
+
+
+@pytest.mark.timeout(120)
+def test_bodies_beyond_the_buffer_budget_get_503_and_the_budget_is_returned(
+    digits_export: tuple[Path, dict[str, Any]], servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    s = ServerProcess(digits_export[0], tmp_path / "server.log", "--max-buffered-bytes", "100000")
+    servers.append(s)
+    s.wait_up()
+    big = json.dumps(infer_body([[0.123456789] * 64] * 200)).encode()  # ~180 KB: more than the whole budget
+    assert len(big) > 100_000
+    code, headers, body = post_raw(f"{s.url}/v2/models/digits/infer", big, timeout=10)
+    assert code == 503 and "bytes of request bodies (limit 100000)" in body["error"], body
+    assert headers["retry-after"] == "1"
+    for _ in range(20):  # what the refused and the answered requests held is given back
+        assert infer(s.url)[0] == 200

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .batcher import Array, Batcher, BatcherDown, Overloaded
-from .body import decode, read_body
+from .body import BodyBudget, decode, read_body
 from .limits import Limits
 from .metrics import CountResponses, ServeMetrics
 from .model import OUTPUTS, ServedModel
@@ -77,6 +77,7 @@ class Server:
             timeout=limits.queue_timeout,
             on_death=self._batcher_died,
         )
+        self.body_budget = BodyBudget(limits.max_buffered_bytes)
         self._parsers = ThreadPoolExecutor(1, thread_name_prefix="parse")  # one: the loop competes for the GIL
         self.starlette = Starlette(
             routes=[
@@ -161,12 +162,12 @@ class Server:
     async def infer(self, request: Request) -> Response:
         """Counted in flight from when its body has arrived (idle or slow clients are not load)."""
         start, name = time.perf_counter(), self.model.name
-        status, admitted = 500, False  # an exception escaping is a 500 (the app answers it), counted too
+        status, admitted, body = 500, False, b""  # an exception escaping is a 500 (the app answers it), counted
         try:
             try:
                 response = self._refusal(request)
                 if response is None:
-                    body = await read_body(request, self.limits)
+                    body = await read_body(request, self.limits, self.body_budget)
                     self.metrics.enter()
                     admitted = True
                     response = await self._infer(body)
@@ -175,6 +176,7 @@ class Server:
             status = response.status_code
             return response
         finally:
+            self.body_budget.release(len(body))
             if admitted:
                 self.metrics.leave()
             self.metrics.requests.labels(name, str(status)).inc()

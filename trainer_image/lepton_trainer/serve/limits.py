@@ -12,6 +12,7 @@ class Limits:
     """Every bound the server enforces; the defaults are the documented ones (docs/inferenceservice.md)."""
 
     max_body_bytes: int = 4 * 1024 * 1024  # 413 beyond; parsing 4 MiB of JSON takes ~0.1 s here
+    max_buffered_bytes: int = 64 * 1024 * 1024  # all bodies being received or parsed at once; 503 beyond
     max_rows: int = 1024  # samples per request (400 beyond)
     max_elements: int = 1 << 20  # tensor values per request (400 beyond)
     max_depth: int = 8  # nesting of inputs[0].data (400 beyond)
