@@ -14,7 +14,7 @@ from lepton_cluster.cluster import Cluster
 from lepton_cluster.jobs import REPO, condition, crd_established, custom, job_pods, wait_phase
 from lepton_cluster.testing import holds_for, wait_for
 
-from .serving import ROW, Load, PodServers, export_digits_model
+from .serving import JSON, ROW, Load, PodServers, export_digits_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator", "isvc_crd")]
 GROUP, VERSION, PLURAL = "lepton.ai", "v1alpha1", "inferenceservices"
@@ -118,7 +118,8 @@ def test_a_service_from_a_finished_trainingjob_gets_ready_with_a_url(
     body = json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": ROW}]}).encode()
     import urllib.request
 
-    with urllib.request.urlopen(urllib.request.Request(f"{url}/v2/models/digits/infer", data=body), timeout=10) as r:
+    req = urllib.request.Request(f"{url}/v2/models/digits/infer", data=body, headers=JSON)
+    with urllib.request.urlopen(req, timeout=10) as r:
         assert json.loads(r.read())["outputs"][0]["shape"] == [1]
 
     # A new server setting rolls out as a new ReplicaSet (maxUnavailable 0) and the service stays Ready.
