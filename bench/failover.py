@@ -9,10 +9,6 @@ median and p95 and writes bench/results/failover.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -33,6 +29,7 @@ from lepton_cluster.jobs import (
 )
 from lepton_cluster.operator import OperatorProcess
 from lepton_cluster.testing import create_namespace, delete_namespace, unique_name, wait_for
+from lepton_cluster.timings import write_results
 
 RESULTS = Path(__file__).parent / "results" / "failover.json"
 
@@ -82,16 +79,6 @@ def node_loss_trial(cluster: Cluster, ns: str, trial: int) -> float:
             cluster.delete_node(node)
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "median_s": round(statistics.median(ordered), 3),
-        "p95_s": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 3),
-        "max_s": round(ordered[-1], 3),
-        "trials": len(ordered),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=20)
@@ -112,20 +99,7 @@ def main() -> None:
         operator.stop()
         if started:
             cluster.down()
-    result = {
-        "pod_failure_to_running": summary(pod),
-        "node_not_ready_to_running": summary(node),
-        "machine": f"{platform.node()} {platform.machine()} cpus={os.cpu_count()}",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'scenario':<34}{'median':>10}{'p95':>10}{'max':>10}")
-    for key in ("pod_failure_to_running", "node_not_ready_to_running"):
-        s = result[key]
-        assert isinstance(s, dict)
-        print(f"{key:<34}{s['median_s']:>9.2f}s{s['p95_s']:>9.2f}s{s['max_s']:>9.2f}s")
-    print(f"written to {RESULTS.relative_to(REPO)}")
+    write_results(RESULTS, {"pod_failure_to_running": pod, "node_not_ready_to_running": node})
 
 
 if __name__ == "__main__":

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
-import statistics
 import time
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from lepton_cluster.cluster import Cluster
 from lepton_cluster.jobs import REPO, create_job, install_crds, job_manifest, live_pods
 from lepton_cluster.operator import OperatorProcess
 from lepton_cluster.testing import create_namespace, delete_namespace, unique_name, wait_for
+from lepton_cluster.timings import write_results
 
 RESULTS = Path(__file__).parent / "results" / "leader-takeover.json"
 LEASE = "lepton-operator-bench"
@@ -41,17 +39,6 @@ def holder_pid(cluster: Cluster, ns: str) -> int:
     spec = lease.spec
     parts = str((spec.holder_identity if spec else None) or "").split("_")
     return int(parts[-2]) if len(parts) >= 3 else -1
-
-
-def summary(values: list[float]) -> dict[str, float | int]:
-    ordered = sorted(values)
-    return {
-        "median_s": round(statistics.median(ordered), 3),
-        "p95_s": round(ordered[max(0, round(0.95 * len(ordered)) - 1)], 3),
-        "max_s": round(ordered[-1], 3),
-        "min_s": round(ordered[0], 3),
-        "kills": len(ordered),
-    }
 
 
 def pid(op: OperatorProcess) -> int:
@@ -119,22 +106,13 @@ def main() -> None:
         delete_namespace(cluster, ns)
         if started:
             cluster.down()
-    result = {
-        "lease_taken_over": summary(takeover),
-        "new_job_pods_created": summary(acting),
-        "lease_duration_s": args.lease_duration,
-        "renew_deadline_s": args.renew_deadline,
-        "retry_period_s": args.retry_period,
-        "machine": f"{platform.node()} {platform.machine()} cpus={os.cpu_count()}",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    for key in ("lease_taken_over", "new_job_pods_created"):
-        s = result[key]
-        assert isinstance(s, dict)
-        print(f"{key:<24} median {s['median_s']:.2f}s  p95 {s['p95_s']:.2f}s  max {s['max_s']:.2f}s")
-    print(f"written to {RESULTS.relative_to(REPO)}")
+    write_results(
+        RESULTS,
+        {"lease_taken_over": takeover, "new_job_pods_created": acting},
+        lease_duration_s=args.lease_duration,
+        renew_deadline_s=args.renew_deadline,
+        retry_period_s=args.retry_period,
+    )
 
 
 if __name__ == "__main__":
