@@ -60,6 +60,14 @@ def test_env_contract_matches_the_trainer() -> None:
     assert set(contract_env(job, 0, 0, 2)) == contract.INJECTED
 
 
+def test_the_pod_ip_comes_from_the_downward_api_so_progress_listens_only_there() -> None:
+    container = worker_pod(make_job(), 0, 0, 2)["spec"]["containers"][0]
+    pod_ip = next(e for e in container["env"] if e["name"] == contract.POD_IP)
+    assert pod_ip == {"name": contract.POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    assert contract.default_progress_listen({contract.POD_IP: "198.19.1.7"}) == "198.19.1.7:29500"
+    assert contract.default_progress_listen({}) == "0.0.0.0:29500"  # outside a pod (a laptop, tests)
+
+
 def test_rendezvous_host_changes_with_the_epoch() -> None:
     job = make_job()
     assert (

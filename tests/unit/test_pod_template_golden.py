@@ -97,4 +97,4 @@ def test_the_examples_worker_pod_field_by_field() -> None:
 
 def contract_env_names() -> list[str]:
     job = make_job()
-    return list(contract_env(job, 0, 1, 2))
+    return [*contract_env(job, 0, 1, 2), *contract.INJECTED_FIELDS]

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress-file", default=e(contract.PROGRESS_FILE), help=f"${contract.PROGRESS_FILE}")
     p.add_argument(
         "--progress-listen",
-        default=e(contract.PROGRESS_LISTEN, f"0.0.0.0:{contract.PROGRESS_PORT}"),
+        default=e(contract.PROGRESS_LISTEN, contract.default_progress_listen(os.environ)),
         help=f"host:port of GET /progress, or 'off' (${contract.PROGRESS_LISTEN})",
     )
     p.add_argument("--log-every", type=int, default=20, help="steps between progress updates")

@@ -8,6 +8,7 @@ This module must stay free of heavy imports: the operator imports it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 # torchrun options, read by torch.distributed.run from the environment.
@@ -32,6 +33,7 @@ PROGRESS_FILE: Final = "LEPTON_PROGRESS_FILE"  # where the trainer writes its pr
 
 # Optional trainer settings (not injected by the operator; defaults are right in a pod).
 PROGRESS_LISTEN: Final = "LEPTON_PROGRESS_LISTEN"  # "host:port" of GET /progress, "off" disables
+POD_IP: Final = "LEPTON_POD_IP"  # the pod's own address (downward API): GET /progress listens only there
 TERMINATION_LOG: Final = "LEPTON_TERMINATION_LOG"  # where the final result goes (default below)
 DATA_CACHE: Final = "LEPTON_DATA_CACHE"  # directory for decoded sample data (fast cold start)
 ZYGOTE: Final = "LEPTON_ZYGOTE"  # "0" stops the launcher from starting the pre-imported fork server
@@ -63,6 +65,9 @@ INJECTED: Final[frozenset[str]] = frozenset(
     }
 )
 
+# Injected from the pod's own fields (downward API fieldPath), not as values.
+INJECTED_FIELDS: Final[dict[str, str]] = {POD_IP: "status.podIP"}
+
 # Names a user may not set in spec.env: ours, and the ones torchrun sets for each worker.
 RESERVED_PREFIXES: Final[tuple[str, ...]] = ("PET_", "LEPTON_", "TORCHELASTIC_")
 RESERVED_NAMES: Final[frozenset[str]] = frozenset(
@@ -72,6 +77,11 @@ RESERVED_NAMES: Final[frozenset[str]] = frozenset(
 RDZV_PORT: Final = 29400
 PROGRESS_PORT: Final = 29500  # the trainer's progress endpoint (HTTP GET /progress)
 TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
+
+
+def default_progress_listen(env: Mapping[str, str]) -> str:
+    """The pod's own address on the progress port (the operator polls it there); all addresses outside a pod."""
+    return f"{env.get(POD_IP) or '0.0.0.0'}:{PROGRESS_PORT}"
 
 
 def is_reserved(name: str) -> bool:

@@ -81,10 +81,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def progress_listen(env: Mapping[str, str]) -> tuple[str, int] | None:
-    """Where the progress endpoint listens ($LEPTON_PROGRESS_LISTEN, default all addresses on its port)."""
+    """Where the progress endpoint listens ($LEPTON_PROGRESS_LISTEN, default the pod's own address)."""
     from lepton_trainer.progress import parse_listen
 
-    return parse_listen(env.get(contract.PROGRESS_LISTEN, f"0.0.0.0:{contract.PROGRESS_PORT}"), contract.PROGRESS_PORT)
+    listen = env.get(contract.PROGRESS_LISTEN, contract.default_progress_listen(env))
+    return parse_listen(listen, contract.PROGRESS_PORT)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,8 @@ def worker_pod(
     restartPolicy Never: the operator, not the kubelet, decides restarts."""
     spec, meta = job.spec, job.metadata
     name = pod_name(meta["name"], epoch, rank)
-    env = [{"name": k, "value": v} for k, v in contract_env(job, epoch, rank, world_size).items()]
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in contract_env(job, epoch, rank, world_size).items()]
+    env += [{"name": k, "valueFrom": {"fieldRef": {"fieldPath": f}}} for k, f in contract.INJECTED_FIELDS.items()]
     template_meta, pod_spec, trainer = split(spec.template)
     container = _trainer(job, trainer, env)
     pod_spec.update(restartPolicy="Never", hostname=name, subdomain=service_name(meta["name"]))
