@@ -13,6 +13,8 @@ import pytest
 from lepton_trainer.progress import ProgressReporter, ProgressServer, parse_listen
 from lepton_trainer.result import MAX_BYTES, encode_result, write_termination_message
 
+from ..serve.support import trickle
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -94,31 +96,6 @@ def test_termination_message_skipped_when_not_writable(tmp_path: Path) -> None:
     assert not write_termination_message({"state": "Succeeded"}, tmp_path / "no" / "such" / "dir" / "log")
 
 
-def _drip(address: tuple[str, int], data: bytes, every: float, limit: float) -> tuple[bytes, float]:
-    """A slow client: one byte of `data` per `every` s, waiting on the socket in between, until the server
-    closes the connection or `limit` s pass; (what it sent back, seconds until it closed)."""
-    t0 = time.monotonic()
-    received, sent = b"", 0
-    with socket.create_connection(address, timeout=every) as sock:
-        while time.monotonic() - t0 < limit:
-            if sent < len(data):
-                try:
-                    sock.sendall(data[sent : sent + 1])
-                except OSError:
-                    break
-                sent += 1
-            try:
-                chunk = sock.recv(4096)
-            except TimeoutError:
-                continue
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            received += chunk
-    return received, time.monotonic() - t0
-
-
 def _get_progress(address: tuple[str, int]) -> int:
     with urllib.request.urlopen(f"http://{address[0]}:{address[1]}/progress", timeout=5) as resp:
         return int(resp.status)
@@ -128,9 +105,9 @@ def _get_progress(address: tuple[str, int]) -> int:
 def test_slow_and_silent_clients_are_cut_at_the_deadline() -> None:
     server = ProgressServer("127.0.0.1", 0, io_timeout=0.5, deadline=1.0)
     try:
-        drip, seconds = _drip(server.address, b"GET /progress HTTP/1.0\r\nX-Slow: " + b"a" * 500, 0.2, 20)
+        drip, seconds = trickle(*server.address, b"GET /progress HTTP/1.0\r\nX-Slow: " + b"a" * 500, 0.2, 20)
         assert drip == b"" and seconds < 3, (drip, seconds)  # one byte every 0.2 s: cut by the 1 s deadline
-        silent, seconds = _drip(server.address, b"", 0.2, 20)
+        silent, seconds = trickle(*server.address, b"", 0.2, 20)
         assert silent == b"" and seconds < 3, seconds  # sends nothing: cut by the 0.5 s read timeout
         assert _get_progress(server.address) == 200
     finally:
