@@ -28,6 +28,14 @@ LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"
 CAPACITY_TYPE_LABEL: Final = "lepton.ai/capacity-type"
+# Well-known spot labels of cloud node provisioners: (label, value meaning spot). Read for cost besides ours.
+SPOT_NODE_LABELS: Final[tuple[tuple[str, str], ...]] = (
+    (CAPACITY_TYPE_LABEL, "spot"),
+    ("karpenter.sh/capacity-type", "spot"),  # Karpenter (any cloud)
+    ("eks.amazonaws.com/capacityType", "SPOT"),  # EKS managed node groups
+    ("cloud.google.com/gke-spot", "true"),  # GKE Spot VMs
+    ("cloud.google.com/gke-preemptible", "true"),  # GKE preemptible VMs (spot's predecessor)
+)
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 
 # Condition types on a TrainingJob.

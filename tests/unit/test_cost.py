@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from lepton_operator.prices import DEFAULT_PRICES
 from lepton_operator.reconcile.cost import accrue
-from lepton_operator.reconcile.pricing import placement, quantity
+from lepton_operator.reconcile.pricing import is_spot, placement, pod_rate, quantity
 from lepton_operator.reconcile.trainingjob import Observed, rfc3339
 from lepton_operator.reconcile.trainingjob import plan as decide
 from lepton_operator.reconcile.views import node_view
@@ -34,6 +34,34 @@ def gpu_node(name: str, product: str = H100, capacity: str = "on-demand") -> dic
 @pytest.mark.parametrize(("text", "value"), [("8", 8), ("500m", 0.5), ("64Gi", 64 * 2**30), ("1.5", 1.5), (None, 0)])
 def test_quantity(text: str | None, value: float) -> None:
     assert quantity(text) == value
+
+
+@pytest.mark.parametrize(
+    ("labels", "spot"),
+    [
+        ({"lepton.ai/capacity-type": "spot"}, True),
+        ({"lepton.ai/capacity-type": "on-demand"}, False),
+        ({"karpenter.sh/capacity-type": "spot"}, True),
+        ({"karpenter.sh/capacity-type": "on-demand"}, False),
+        ({"karpenter.sh/capacity-type": "reserved"}, False),
+        ({"eks.amazonaws.com/capacityType": "SPOT"}, True),
+        ({"eks.amazonaws.com/capacityType": "ON_DEMAND"}, False),
+        ({"cloud.google.com/gke-spot": "true"}, True),
+        ({"cloud.google.com/gke-spot": "false"}, False),
+        ({"cloud.google.com/gke-preemptible": "true"}, True),
+        ({}, False),
+    ],
+)
+def test_spot_is_read_from_our_label_and_the_clouds_well_known_ones(labels: dict[str, str], spot: bool) -> None:
+    node = node_view({"metadata": {"name": "n", "labels": {"nvidia.com/gpu.product": H100, **labels}}})
+    assert is_spot(node) is spot
+    rate = pod_rate(1, None, None, node, DEFAULT_PRICES)
+    assert rate == (2.75 if spot else 6.88)
+
+
+def test_no_node_is_on_demand() -> None:
+    assert not is_spot(None)
+    assert pod_rate(2, None, H100, None, DEFAULT_PRICES) == 2 * 6.88
 
 
 def test_cost_of_two_workers_for_an_hour() -> None:

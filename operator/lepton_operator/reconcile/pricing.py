@@ -7,7 +7,7 @@ import re
 from ..api.pod import Resources
 from ..api.trainingjob import TrainingJob
 from ..builders.placement import Placement
-from ..constants import CAPACITY_TYPE_LABEL, GPU_PRODUCT_LABEL
+from ..constants import GPU_PRODUCT_LABEL, SPOT_NODE_LABELS
 from ..prices import PriceTable
 from .views import NodeView
 
@@ -38,7 +38,8 @@ def quantity(text: str | None) -> float:
 
 
 def is_spot(node: NodeView | None) -> bool:
-    return node is not None and node.labels.get(CAPACITY_TYPE_LABEL) == "spot"
+    """Whether a node is spot capacity: our label or a cloud provisioner's (Karpenter, EKS, GKE)."""
+    return node is not None and any(node.labels.get(label) == value for label, value in SPOT_NODE_LABELS)
 
 
 def pod_rate(
