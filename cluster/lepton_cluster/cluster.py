@@ -364,6 +364,7 @@ class Cluster:
                 "--max-requests-inflight=800",
                 "--max-mutating-requests-inflight=400",
                 f"--profiling={str(c.profiling).lower()}",
+                *c.feature_gates(name),
             ]
         if name == "kube-controller-manager":
             kc = c.kubeconfig_for("kube-controller-manager")
@@ -387,6 +388,7 @@ class Cluster:
                 "--kube-api-burst=2000",
                 *self._controllers_args(),
                 f"--profiling={str(c.profiling).lower()}",
+                *c.feature_gates(name),
             ]
         if name == "kube-scheduler":
             kc = c.kubeconfig_for("kube-scheduler")
@@ -399,6 +401,7 @@ class Cluster:
                 f"--secure-port={p.scheduler}",
                 f"--cert-dir={c.run_dir / 'certs'}",
                 f"--profiling={str(c.profiling).lower()}",
+                *c.feature_gates(name),
             ]
         if name == "kwok":
             return [

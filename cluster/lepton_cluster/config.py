@@ -40,6 +40,7 @@ POD_CIDR_SUPERNET = ipaddress.IPv4Network("127.128.0.0/10")  # node i -> i-th /2
 KWOK_FALLBACK_CIDR = "127.127.0.1/24"  # pods on a node without spec.podCIDR (never ours)
 SERVICE_CIDR = "127.96.0.0/16"
 
+GANG_GATES = ("GenericWorkload", "TopologyAwareWorkloadScheduling")
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 TOOLS = (*COMPONENTS, "kubectl", "helm")
 
@@ -115,6 +116,8 @@ class ClusterConfig:
     #: run the controller-manager's EndpointSlice controller (LEPTON_ENDPOINTSLICES=0/1); None: when there
     #: are real nodes, whose pods' cluster DNS answers from EndpointSlices (kwok pods only make it retry)
     endpointslices: bool | None = None
+    #: serve the scheduling.k8s.io/v1beta1 Workload/PodGroup API and gang-schedule PodGroups (LEPTON_GANG=0/1)
+    gang: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ClusterConfig:
@@ -141,6 +144,8 @@ class ClusterConfig:
             pool = replace(pool, spot_every=int(env["LEPTON_SPOT_EVERY"]))
         if env.get("LEPTON_ENDPOINTSLICES"):
             cfg = replace(cfg, endpointslices=env["LEPTON_ENDPOINTSLICES"] not in ("0", "false"))
+        if env.get("LEPTON_GANG"):
+            cfg = replace(cfg, gang=env["LEPTON_GANG"] not in ("0", "false"))
         if env.get("LEPTON_PROFILING"):
             cfg = replace(cfg, profiling=env["LEPTON_PROFILING"] not in ("0", "false"))
         cfg = replace(cfg, nodes=pool)
@@ -190,6 +195,19 @@ class ClusterConfig:
     @property
     def endpointslice_controller(self) -> bool:
         return self.real_nodes > 0 if self.endpointslices is None else self.endpointslices
+
+    def feature_gates(self, component: str) -> list[str]:
+        """`--feature-gates` (and the apiserver's `--runtime-config`) for gang scheduling (see docs/cluster.md):
+        GenericWorkload (beta, off by default) serves Workload/PodGroup, adds the scheduler's GangScheduling plugin
+        and the controller-manager's podgroup-protection controller; TopologyAwareWorkloadScheduling (alpha) keeps
+        a PodGroup's schedulingConstraints.topology and adds the scheduler's topology placement plugins."""
+        if not self.gang:
+            return []
+        gates = GANG_GATES if component != "kube-controller-manager" else GANG_GATES[:1]
+        flags = [f"--feature-gates={','.join(f'{g}=true' for g in gates)}"]
+        if component == "kube-apiserver":
+            flags.append("--runtime-config=scheduling.k8s.io/v1beta1=true")
+        return flags
 
     def real_node_plan(self) -> list[RealNode]:
         """The real nodes (kubelet + containerd) of this cluster; see realnode/plan.py."""

@@ -109,6 +109,18 @@ def test_config_from_env(tmp_path: Path) -> None:
     assert ClusterConfig.from_env(env, count=5, gpus_per_node=None).nodes == NodePool(count=5, gpus_per_node=4)
 
 
+def test_gang_scheduling_gates_on_every_control_plane_component_unless_turned_off(tmp_path: Path) -> None:
+    """GenericWorkload on apiserver, scheduler and controller-manager, the v1beta1 API served; the alpha topology
+    gate where it matters (API fields, scheduler plugins); LEPTON_GANG=0: the stock flags."""
+    c = ClusterConfig.from_env({"LEPTON_RUN_DIR": str(tmp_path)})
+    both = "--feature-gates=GenericWorkload=true,TopologyAwareWorkloadScheduling=true"
+    assert c.feature_gates("kube-apiserver") == [both, "--runtime-config=scheduling.k8s.io/v1beta1=true"]
+    assert c.feature_gates("kube-scheduler") == [both]
+    assert c.feature_gates("kube-controller-manager") == ["--feature-gates=GenericWorkload=true"]
+    off = ClusterConfig.from_env({"LEPTON_RUN_DIR": str(tmp_path), "LEPTON_GANG": "0"})
+    assert [off.feature_gates(n) for n in ("kube-apiserver", "kube-scheduler", "kube-controller-manager")] == [[]] * 3
+
+
 def test_scheduler_config_raises_client_limits_and_disables_leader_election(tmp_path: Path) -> None:
     sc = cfg.scheduler_config(tmp_path / "s.kubeconfig")
     assert sc["clientConnection"]["qps"] == 1000 and sc["clientConnection"]["burst"] == 2000
