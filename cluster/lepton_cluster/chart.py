@@ -25,6 +25,7 @@ IDENTITY_ONLY = (
     "crds.install=false",
     "prices.enabled=false",
     "metrics.service.enabled=false",
+    "rbac.aggregateToDefaultRoles=false",
 )
 
 

@@ -148,8 +148,10 @@ def test_defaults_render_secure_deployment_and_crd_switches(cluster: Cluster) ->
     assert "annotations" not in crd["metadata"]
     assert "CustomResourceDefinition" not in kinds(template(cluster, "t", "lepton-system", "crds.install=false"))
     identity = kinds(template(cluster, "t", "lepton-system", "operator.deploy=false", "crds.install=false"))
+    # the operator's ClusterRole and the people's -edit and -view
     assert identity == [
-        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount"
+        "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Role", "Role", "RoleBinding",
+        "RoleBinding", "ServiceAccount",
     ]  # fmt: skip
     single = docs(template(cluster, "t", "lepton-system", "replicas=1", "leaderElection.enabled=false"))
     dep1 = next(d for d in single if d["kind"] == "Deployment")["spec"]
@@ -222,6 +224,8 @@ def release_objects(fullname: str, namespace: str) -> list[tuple[str, str, str |
         ("rolebinding", f"{fullname}-prices", namespace),
         ("clusterrole", fullname, None),
         ("clusterrolebinding", fullname, None),
+        ("clusterrole", f"{fullname}-edit", None),
+        ("clusterrole", f"{fullname}-view", None),
     ]
 
 
@@ -341,6 +345,43 @@ def test_cluster_scope_identity_is_least_privilege(cluster: Cluster, namespace: 
             assert not can_i(cluster, user, verb, resource, ns), f"may {verb} {resource} in {ns or 'all namespaces'}"
     assert can_i(cluster, user, "list", "nodes", None) and can_i(cluster, user, "watch", "nodes", None)
     assert not can_i(cluster, user, "get", "nodes", None)
+
+
+@pytest.mark.usefixtures("crds")
+def test_people_with_edit_submit_jobs_and_with_view_read_them(cluster: Cluster, namespace: str) -> None:
+    """The chart's -edit/-view ClusterRoles reach Kubernetes' default edit/admin/view roles by aggregation."""
+    release = unique_name("ur")
+    manifests = template(cluster, release, namespace, show_only=("templates/user-roles.yaml",))
+    roles = [d["metadata"]["name"] for d in docs(manifests)]
+    assert roles == [f"{release}-lepton-operator-edit", f"{release}-lepton-operator-view"]
+    cluster.kubectl("apply", "--server-side", f"--field-manager={release}", "-f", "-", input=manifests)
+    try:
+        for user, role in (("alice", "edit"), ("bob", "view"), ("carol", "admin")):
+            cluster.kubectl("create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--user={user}",
+                            "-n", namespace)  # fmt: skip
+        # The controller-manager's clusterrole-aggregation controller copies the rules in asynchronously.
+        for user in ("alice", "bob", "carol"):
+            wait_for(lambda u=user: can_i(cluster, u, "list", "trainingjobs.lepton.ai", namespace), 30,
+                     message=f"{user} to read TrainingJobs through aggregation")  # fmt: skip
+        wait_for(lambda: can_i(cluster, "alice", "create", "trainingjobs.lepton.ai", namespace), 30,
+                 message="alice (edit) to create TrainingJobs")  # fmt: skip
+        for user in ("alice", "carol"):
+            for verb, resource in (
+                ("create", "trainingjobs.lepton.ai"), ("delete", "trainingjobs.lepton.ai"),
+                ("patch", "trainingjobs.lepton.ai"), ("update", "trainingjobs.lepton.ai/scale"),
+                ("create", "inferenceservices.lepton.ai"), ("get", "trainingjobs.lepton.ai/status"),
+            ):  # fmt: skip
+                assert can_i(cluster, user, verb, resource, namespace), f"{user} cannot {verb} {resource}"
+            assert not can_i(cluster, user, "patch", "trainingjobs.lepton.ai/status", namespace)
+        for verb, resource in (("get", "trainingjobs.lepton.ai"), ("watch", "inferenceservices.lepton.ai"),
+                               ("get", "trainingjobs.lepton.ai/status")):  # fmt: skip
+            assert can_i(cluster, "bob", verb, resource, namespace), f"bob (view) cannot {verb} {resource}"
+        for verb, resource in (("create", "trainingjobs.lepton.ai"), ("delete", "trainingjobs.lepton.ai"),
+                               ("update", "trainingjobs.lepton.ai/scale")):  # fmt: skip
+            assert not can_i(cluster, "bob", verb, resource, namespace), f"bob (view) may {verb} {resource}"
+        assert not can_i(cluster, "alice", "create", "trainingjobs.lepton.ai", "default")  # only where bound
+    finally:
+        cluster.kubectl("delete", "clusterrole", *roles, "--ignore-not-found")
 
 
 def test_namespace_scope_is_confined_to_its_namespace(cluster: Cluster, namespace: str) -> None:
