@@ -9,7 +9,6 @@ fabric address. Figures print as JSON lines (`-s`); they are not asserted.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -20,7 +19,7 @@ import pytest
 import yaml
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.images import build_all, load_image
-from lepton_cluster.jobs import REPO, create_job, job_pods, patch_job, wait_phase
+from lepton_cluster.jobs import REPO, create_job, job_pods, wait_phase
 from lepton_cluster.realnode.plan import API_PORT, BUSYBOX_IMAGE, RUNTIME_LABEL, RUNTIME_TOLERATION, RUNTIME_VALUE
 from lepton_cluster.realnode.render import NO_REGISTRY_PROXY
 from lepton_cluster.testing import wait_for
@@ -165,26 +164,20 @@ def digits_manifest(checkpoints: Path, args: list[str] | None = None) -> dict[st
 
 
 def checkpoint_dir(ns: str) -> Path:
-    """A fresh folder under run/ (the operator allows it)."""
+    """A fresh hostPath root under run/ (the operator allows it) that the workers' user may write, as a shared
+    checkpoint volume's root must be (docs/deploy.md): mode 1777, owned by root."""
     path = REPO / "run" / "e2e-real" / ns / "checkpoints"
     path.mkdir(parents=True)
+    path.chmod(0o1777)
     return path
 
 
 def start_job(cluster: Cluster, ns: str, manifest: dict[str, Any]) -> Path:
-    """Create the job suspended, make its checkpoint folder `<hostPath>/<ns>/<name>-<uid>` owned by the
-    trainer image's user (1000), then resume it; returns that folder. The kubelet would create the folder
-    itself (hostPath DirectoryOrCreate) as root, mode 0755, where the non-root workers cannot write
-    (fsGroup does not apply to hostPath)."""
-    manifest["spec"]["suspend"] = True
+    """Create the job; returns its checkpoint folder `<hostPath>/<ns>/<name>-<uid>`, which nobody makes ahead:
+    the kubelet creates it (the subPath) with the root's mode, and the non-root workers write in it."""
     job = create_job(cluster, ns, manifest)
     root = Path(manifest["spec"]["checkpoint"]["volume"]["hostPath"])
-    folder = root / ns / f"{job['metadata']['name']}-{job['metadata']['uid']}"
-    folder.mkdir(parents=True)
-    for path in (folder, folder.parent):
-        os.chown(path, TRAINER_UID, TRAINER_UID)
-    patch_job(cluster, ns, job["metadata"]["name"], {"spec": {"suspend": False}})
-    return folder
+    return root / ns / f"{job['metadata']['name']}-{job['metadata']['uid']}"
 
 
 def epoch_pods(cluster: Cluster, ns: str, epoch: int) -> list[dict[str, Any]]:
@@ -256,7 +249,8 @@ def test_a_killed_worker_restarts_the_epoch_and_resumes_from_the_checkpoint(
     ]
     ckpt = start_job(cluster, ns, digits_manifest(checkpoint_dir(ns), args))
     wait_phase(cluster, ns, "digits", "Running", timeout=120)
-    wait_for(lambda: list(ckpt.glob("step-*.ckpt")), 300, interval=0.2, message="a first checkpoint")
+    saved = wait_for(lambda: list(ckpt.glob("step-*.ckpt")), 300, interval=0.2, message="a first checkpoint")
+    assert saved and all(f.stat().st_uid == TRAINER_UID for f in saved), saved  # written by the non-root workers
 
     victim = epoch_pods(cluster, ns, 0)[1]
     killed_at = time.time()

@@ -103,8 +103,9 @@ def test_jobs_sharing_a_checkpoint_volume_never_share_a_folder(volume: dict) -> 
     places = {where(job), where(other_job(job, "other", "uid-2")), where(other_job(job, "mnist", "uid-3"))}
     assert len(places) == 3 and where(job, 0) == where(job, 5)
     if "hostPath" in volume:
-        source = worker_pod(job, 0, 0, 2)["spec"]["volumes"][0]["hostPath"]
-        assert source == {"path": "/data/ckpt/ml/mnist-uid-1", "type": "DirectoryOrCreate"}
+        pod = worker_pod(job, 0, 0, 2)
+        assert pod["spec"]["volumes"][0]["hostPath"] == {"path": "/data/ckpt", "type": "DirectoryOrCreate"}
+        assert pod["spec"]["containers"][0]["volumeMounts"][0]["subPath"] == "ml/mnist-uid-1"
 
 
 def test_headless_service_publishes_unready_addresses() -> None:

@@ -59,7 +59,7 @@ async def test_a_service_of_an_unreadable_trainingjob_says_so_instead_of_failing
 @pytest.mark.parametrize(
     ("volume", "source", "sub_path"),
     [
-        ({"hostPath": "/srv/ckpt"}, {"hostPath": {"path": "/srv/ckpt/ml/train-uid-1", "type": "Directory"}}, None),
+        ({"hostPath": "/srv/ckpt"}, {"hostPath": {"path": "/srv/ckpt", "type": "Directory"}}, "ml/train-uid-1"),
         ({"persistentVolumeClaim": "shared"}, {"persistentVolumeClaim": {"claimName": "shared", "readOnly": True}},
          "ml/train-uid-1"),
     ],

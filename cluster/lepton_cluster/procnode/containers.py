@@ -103,6 +103,11 @@ class Attempt:
 def start(attempt_dir: Path, netns: str, launch: ContainerLaunch, *, hostname: str, tmp_dir: Path) -> Attempt:
     """Launch the shim in the pod's network namespace; it returns at once (the shim runs on its own)."""
     attempt_dir.mkdir(parents=True, exist_ok=True)
+    for (
+        m
+    ) in launch.mounts:  # a volume's own folder exists already: a missing source is a subPath, made as the kubelet does
+        if not os.path.lexists(m.source):
+            Path(m.source).mkdir(parents=True)
     write_json(
         attempt_dir / "launch.json",
         {

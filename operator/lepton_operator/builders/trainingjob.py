@@ -84,17 +84,19 @@ def checkpoint_folder(meta: dict[str, Any]) -> str:
 def checkpoint_source(job: TrainingJob, read_only: bool = False) -> tuple[dict[str, Any], str | None] | None:
     """The Pod volume source holding the job's checkpoint folder, and the subPath to mount (None: the root).
 
-    A hostPath names the folder itself (created by the kubelet); a claim is mounted at the folder (subPath).
+    Claims and hostPaths alike are mounted at the job's folder as a subPath: the kubelet creates a missing
+    subPath with the volume root's mode (and setgid group), so a root the trainer's user or fsGroup can write
+    gives a folder it can write; a hostPath naming the folder itself would be made root-owned, mode 0755.
     """
     ckpt = job.spec.checkpoint
     if ckpt is None:
         return None
     vol, folder = ckpt.volume, checkpoint_folder(job.metadata)
-    if vol.persistent_volume_claim:
-        return claim_or_host_path(vol.persistent_volume_claim, None, read_only=read_only), folder
-    if vol.host_path:
-        path, kind = f"{vol.host_path.rstrip('/')}/{folder}", "Directory" if read_only else "DirectoryOrCreate"
-        return claim_or_host_path(None, path, read_only=read_only, host_type=kind), None
+    if vol.persistent_volume_claim or vol.host_path:
+        kind = "Directory" if read_only else "DirectoryOrCreate"
+        return claim_or_host_path(
+            vol.persistent_volume_claim, vol.host_path, read_only=read_only, host_type=kind
+        ), folder
     return {"emptyDir": {}}, None  # dies with the pod: its own already
 
 
