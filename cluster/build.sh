@@ -87,6 +87,20 @@ go_install() { # name module version
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$out/.complete"
 }
 
+# Kueue: cmd/kueue of the release (no replace directives: a plain `go install`), plus the release's CRDs and
+# webhook manifests from the same module, which cluster/lepton_cluster/kueue.py applies.
+build_kueue() {
+  local out="$bin/kueue-$KUEUE_VERSION"
+  stamp_ok "$out" && return 0
+  log "kueue $KUEUE_VERSION (~4 min cold)"
+  mkdir -p "$out.tmp/config/crd" "$out.tmp/config/webhook"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
+  local src; src="$(go env GOMODCACHE)/sigs.k8s.io/kueue@$KUEUE_VERSION/config/components"
+  cp "$src"/crd/bases/*.yaml "$out.tmp/config/crd/"
+  cp "$src/webhook/manifests.yaml" "$out.tmp/config/webhook/"
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$out/.complete"
+}
+
 start=$(date +%s)
 build_etcd
 go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
@@ -94,11 +108,14 @@ go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 build_kube
 build_kubelet
 build_coredns
+build_kueue
 # One folder of links with the versions of versions.env: what cluster-up puts on PATH.
 current="$bin/current"
 mkdir -p "$current"
 ln -sf "$bin/kubernetes-$KUBE_VERSION"/* "$bin/kubelet-$KUBE_VERSION/kubelet" "$current/"
 ln -sf "$bin/etcd-$ETCD_VERSION/etcd" "$bin/kwok-$KWOK_VERSION/kwok" "$bin/helm-$HELM_VERSION/helm" \
   "$bin/coredns-$COREDNS_VERSION/coredns" "$current/"
+ln -sfn "$bin/kueue-$KUEUE_VERSION/kueue" "$current/kueue"
+ln -sfn "$bin/kueue-$KUEUE_VERSION/config" "$current/kueue-config"
 log "binaries ready in $(( $(date +%s) - start )) s"
 echo "$current"

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--real-nodes", type=int, help="nodes with a real kubelet + containerd (env LEPTON_REAL_NODES, default 2)"
     )
+    up.add_argument("--kueue", action="store_true", default=None, help="also start Kueue (env LEPTON_KUEUE=1)")
     up.add_argument("--timeout", type=float, help="seconds allowed for start-up (default 120)")
     up.add_argument("--restart", action="store_true", help="stop a running cluster first")
     sub.add_parser("down", help="stop every process of the control plane (safe to run twice)")
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                 spot_every=args.spot_every,
                 start_timeout=args.timeout,
                 real_nodes=args.real_nodes,
+                kueue=args.kueue,
             )
             cluster.up(restart=args.restart)
             print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)

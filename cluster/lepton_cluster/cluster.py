@@ -29,6 +29,7 @@ from typing import Any, cast
 import yaml
 
 from . import config as cfg
+from . import kueue
 from .config import ClusterConfig, GpuType
 from .pki import Pki
 from .realnode.node import RealNodeError, RealNodes
@@ -39,6 +40,8 @@ from .spawn import spawn_logged
 
 #: Start order; `down` stops in reverse.
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+#: Every process `down` stops: kueue runs only when asked (LEPTON_KUEUE=1, docs/kueue.md).
+PROCESSES = (*ORDER, kueue.NAME)
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -178,6 +181,8 @@ class Cluster:
         with self._lock():
             if not restart and self.is_ready() and self._real_nodes_running():
                 _log(f"already running (apiserver {self.config.apiserver_url}); `down` first to restart")
+                if self.config.kueue:
+                    self.start_kueue()
                 return 0.0
             if self._running_pids():
                 _log("stopping the leftovers of a previous cluster")
@@ -191,7 +196,21 @@ class Cluster:
             self._prepare_dirs()
             self._make_pki()
             self._write_configs()
-            return self._start()
+            elapsed = self._start()
+            if self.config.kueue:
+                self.start_kueue()
+            return elapsed
+
+    def start_kueue(self) -> float:
+        """Start Kueue on this running cluster (nothing when it runs); seconds to its /readyz."""
+        try:
+            took = kueue.start(self, timeout=self.config.start_timeout)
+        except (OSError, RuntimeError, KubectlError) as e:
+            raise ClusterError(f"kueue: {e}\n{self._tail(kueue.NAME, 20)}") from e
+        if took:
+            self.start_timings["kueue"] = took
+            _log(f"kueue ready in {took:.1f} s (CRDs, webhooks, process)")
+        return took
 
     def down(self) -> list[str]:
         """Stop every process of this cluster (safe to call twice). Returns what it stopped."""
@@ -529,7 +548,7 @@ class Cluster:
 
     def _pidfile_pids(self) -> dict[str, int]:
         out = {}
-        for name in ORDER:
+        for name in PROCESSES:
             f = self.config.pid_dir / f"{name}.pid"
             with contextlib.suppress(OSError, ValueError):
                 out[name] = int(f.read_text().strip())
@@ -537,7 +556,7 @@ class Cluster:
 
     def _is_ours(self, pid: int) -> bool:
         argv = _proc_cmdline(pid)
-        return bool(argv) and Path(argv[0]).name in ORDER and f"{self.config.run_dir}/" in " ".join(argv)
+        return bool(argv) and Path(argv[0]).name in PROCESSES and f"{self.config.run_dir}/" in " ".join(argv)
 
     def _running_pids(self) -> dict[int, str]:
         """Live processes of this cluster: from pid files, and from a scan of /proc."""
@@ -567,7 +586,8 @@ class Cluster:
         stopped = [f"real nodes ({'; '.join(done)})" for done in [self._stop_real_nodes()] if done]
         running = self._running_pids()
         # Clients first, then the apiserver, then etcd.
-        for group in (("kwok", "kube-scheduler", "kube-controller-manager"), ("kube-apiserver",), ("etcd",)):
+        clients = ("kwok", "kube-scheduler", "kube-controller-manager", kueue.NAME)
+        for group in (clients, ("kube-apiserver",), ("etcd",)):
             pids = [pid for pid, name in running.items() if name in group]
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):

@@ -116,6 +116,8 @@ class ClusterConfig:
     #: run the controller-manager's EndpointSlice controller (LEPTON_ENDPOINTSLICES=0/1); None: when there
     #: are real nodes, whose pods' cluster DNS answers from EndpointSlices (kwok pods only make it retry)
     endpointslices: bool | None = None
+    #: start Kueue (docs/kueue.md) with the control plane (LEPTON_KUEUE=0/1)
+    kueue: bool = False
     #: serve the scheduling.k8s.io/v1beta1 Workload/PodGroup API and gang-schedule PodGroups (LEPTON_GANG=0/1)
     gang: bool = True
 
@@ -146,6 +148,8 @@ class ClusterConfig:
             cfg = replace(cfg, endpointslices=env["LEPTON_ENDPOINTSLICES"] not in ("0", "false"))
         if env.get("LEPTON_GANG"):
             cfg = replace(cfg, gang=env["LEPTON_GANG"] not in ("0", "false"))
+        if env.get("LEPTON_KUEUE"):
+            cfg = replace(cfg, kueue=env["LEPTON_KUEUE"] not in ("0", "false"))
         if env.get("LEPTON_PROFILING"):
             cfg = replace(cfg, profiling=env["LEPTON_PROFILING"] not in ("0", "false"))
         cfg = replace(cfg, nodes=pool)

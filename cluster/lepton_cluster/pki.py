@@ -100,6 +100,16 @@ class Pki:
         _write(self.ca.cert, cert.public_bytes(serialization.Encoding.PEM))
         return self.ca
 
+    def load_ca(self, directory: Path) -> CertPair:
+        """Sign with the CA that `make_ca` wrote to `directory` (another component's Pki, e.g. Kueue's)."""
+        src = CertPair(directory / "ca.crt", directory / "ca.key")
+        key = serialization.load_pem_private_key(src.key.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"{src.key}: not an EC key")
+        self._ca_key, self._ca_cert = key, x509.load_pem_x509_certificate(src.cert.read_bytes())
+        _write(self.ca.cert, src.cert.read_bytes())
+        return self.ca
+
     def issue(
         self,
         name: str,
