@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +65,11 @@ class OperatorConfig(BaseSettings):
     )
     scrape_interval: float = Field(
         default=1.0, gt=0, le=60, description="Seconds between scrapes of the model servers' /metrics (autoscaler)."
+    )
+    gang_scheduling: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: when the cluster serves scheduling.k8s.io/v1beta1 PodGroups (Kubernetes v1.37, "
+        "GenericWorkload), every epoch's workers form one PodGroup (all bound or none); off: never.",
     )
     leader_election: bool = Field(
         default=False, description="Elect a leader among replicas on a Lease; only the leader reconciles."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 GROUP: Final = "lepton.ai"
 VERSION: Final = "v1alpha1"
@@ -49,6 +49,9 @@ COND_INVALID: Final = "InvalidSpec"
 COND_BUDGET: Final = "BudgetExceeded"
 COND_BAD_PROGRESS: Final = "InvalidProgress"  # the trainer reported fields out of bounds (left out of status)
 COND_REPLICA_FAILURE: Final = "ReplicaFailure"  # the API server refused to create a worker (as a ReplicaSet's)
+COND_GANG: Final = "GangScheduling"  # the epoch's workers are one PodGroup (True) or the API is not served (False)
+#: podgroup: PodGroups are served and used; unserved: not served (older cluster, gate off); disabled: by the operator
+GangMode = Literal["podgroup", "unserved", "disabled"]
 
 # InferenceService: the label on its Deployment, Service and pods; condition types.
 LABEL_ISVC: Final = "lepton.ai/inferenceservice"

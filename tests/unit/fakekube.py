@@ -37,6 +37,7 @@ class FakeKube:
         self.fault: Fault = fault or (lambda verb, obj: None)
         self.progress: dict[str, Any] | bytes | None = None
         self.pods: dict[str, dict[str, Any]] = {}  # pods that exist, by name
+        self.discovery: dict[str, dict[str, Any]] = {}  # GET /apis/<group>/<version> answers by path; else 404
 
     def _check(self, verb: str, obj: dict[str, Any]) -> None:
         if (error := self.fault(verb, obj)) is not None:
@@ -77,6 +78,11 @@ class FakeKube:
         updated["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
         self.stored[(namespace, name)] = updated
         return copy.deepcopy(updated)
+
+    async def request(self, method: str, path: str, *, ok: tuple[int, ...] = ()) -> tuple[int, dict[str, Any]]:
+        """Discovery only: the document in `discovery`, else 404 (an API group the cluster does not serve)."""
+        self.calls.append((method, path))
+        return (200, copy.deepcopy(self.discovery[path])) if path in self.discovery else (404, {})
 
     async def fetch_json(self, url: str, seconds: float = 1.0) -> dict[str, Any] | None:
         return self.progress if isinstance(self.progress, dict) else None

@@ -108,6 +108,12 @@ tests/e2e (the operator runs every e2e scenario with this identity).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "create", "delete"]
+# Gang scheduling (Kubernetes v1.37, GenericWorkload): one PodGroup `<job>-<epoch>` per epoch, created only (409 =
+# exists); deleted by the garbage collector via its ownerReference. Discovery of scheduling.k8s.io/v1beta1 needs
+# no rule (system:discovery). Without the API the rule is unused.
+- apiGroups: ["scheduling.k8s.io"]
+  resources: ["podgroups"]
+  verbs: ["create"]
 # The job's headless Service (rendezvous DNS): created once, deleted by the garbage collector via its ownerReference.
 - apiGroups: [""]
   resources: ["services"]

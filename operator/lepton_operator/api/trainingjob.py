@@ -10,6 +10,7 @@ from pydantic import Field
 from ..constants import CONTROLLER_NAME
 from .base import (
     DNS_LABEL,
+    LABEL_KEY_CEL,
     LABEL_VALUE,
     KubeModel,
     cel,
@@ -323,6 +324,20 @@ class TrainingJobSpec(KubeModel):
         description="Scheduler of the worker pods (e.g. a gang scheduler).",
         max_length=253,
         pattern=DNS_LABEL,
+    )
+    topology_key: str | None = Field(
+        default=None,
+        description="A node label (e.g. topology.kubernetes.io/zone): all workers of an epoch go to nodes with one "
+        "value of it. Applied through the epoch's PodGroup (schedulingConstraints.topology); needs the "
+        "TopologyAwareWorkloadScheduling feature of Kubernetes v1.37 (alpha).",
+        max_length=317,
+        json_schema_extra=validations(
+            cel(
+                f"self.matches('{LABEL_KEY_CEL}') && self.split('/')[self.split('/').size() - 1].size() <= 63",
+                "spec.topologyKey must be a node label key: [DNS subdomain/]name, the name at most 63 characters "
+                "of alphanumerics, '-', '_', '.'",
+            )
+        ),
     )
 
     @property

@@ -25,6 +25,7 @@ from ..constants import (
     TRAININGJOB_PLURAL,
 )
 from ..kube.client import BadReply, Kube
+from ..kube.discovery import GangDiscovery
 from ..kube.errors import Refused
 from ..kube.informer import Index, Informer
 from ..kube.usage import GpuUsage
@@ -64,6 +65,7 @@ class TrainingJobController(Controller):
         self.idx = Indexes()
         super().__init__(kube, self.idx.jobs, self.config.reconcile_workers, self.config.requeue_backoff_max)
         self.usage = GpuUsage(kube)
+        self.gang = GangDiscovery(kube, enabled=self.config.gang_scheduling == "auto")
         self._refused: dict[Key, str] = {}  # the API server's answer to the last refused create, until one succeeds
         self._progress: dict[Key, tuple[float, dict[str, Any] | None, str | None]] = {}  # time, doc, error
         self._deleted_nodes: dict[str, float] = {}
@@ -224,7 +226,16 @@ class TrainingJobController(Controller):
         capacity = await self._capacity(job, pods, lost)
         live, live_error = await self._live_progress(key, job, pods)
         seen = Observed(
-            pods, key in idx.services, lost, capacity, nodes, prices, live, live_error, self._refused.get(key)
+            pods,
+            key in idx.services,
+            lost,
+            capacity,
+            nodes,
+            prices,
+            live,
+            live_error,
+            self._refused.get(key),
+            gang=await self.gang.mode(),
         )
         decision = plan(job, seen, now)
         refused = await self._apply(

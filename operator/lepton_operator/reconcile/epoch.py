@@ -3,8 +3,9 @@ ready count, PodsScheduled, Running, ReplicaFailure when the API server refused 
 
 from __future__ import annotations
 
+from ..builders.gang import join, pod_group, pod_group_name
 from ..builders.trainingjob import worker_pod
-from ..constants import COND_REPLICA_FAILURE, COND_RESTARTING, COND_RUNNING, COND_SCHEDULED
+from ..constants import COND_GANG, COND_REPLICA_FAILURE, COND_RESTARTING, COND_RUNNING, COND_SCHEDULED
 from ..timestamps import seconds_since
 from .conditions import is_true, ready_summary
 from .failover import backoff_seconds
@@ -29,6 +30,7 @@ def run(p: JobPass, current: list[PodView], world: int, ignored: set[int]) -> Pl
     st.launched = st.launched or set(range(world)) <= have
     p.delete([q for q in current if q.rank >= world])
     due, refused = _create_missing(p, have, world)
+    _gang(p, world)
     ready = sum(1 for q in current if q.phase == "Running" and q.ready and not q.deleting and q.rank < world)
     st.ready_replicas, st.ready = ready, ready_summary(ready, world)
     waiting = _scheduled(p, current, world)
@@ -60,12 +62,37 @@ def _create_missing(p: JobPass, have: set[int], world: int) -> tuple[float, str 
         st.message = f"backing off {due:.0f}s before epoch {epoch} (restart {st.restarts})"
     else:
         avoid, where = sorted(p.seen.lost_nodes)[:32], placement(job, p.seen.prices)
-        p.plan.create += [worker_pod(job, epoch, r, world, avoid, where) for r in missing]
+        pods = [worker_pod(job, epoch, r, world, avoid, where) for r in missing]
+        if p.seen.gang == "podgroup":  # the group first; a pod may also come before its group (it then waits)
+            group = pod_group(job, epoch, world)
+            pods = [group, *(join(pod, group["metadata"]["name"]) for pod in pods)]
+        p.plan.create += pods
         p.plan.first_pods_complete = epoch == 0 and not st.launched
         refused = p.seen.create_refused
     if refused:
         p.cond(COND_REPLICA_FAILURE, True, "FailedCreate", refused, warning=True)
     return due, refused
+
+
+def _gang(p: JobPass, world: int) -> None:
+    """GangScheduling: True with the epoch's PodGroup; False, once, where the cluster does not serve PodGroups."""
+    job, epoch = p.job, p.status.restart_epoch or 0
+    topology = job.spec.topology_key
+    if p.seen.gang == "podgroup":
+        name = pod_group_name(job.metadata["name"], epoch)
+        where = f", all in one {topology} domain" if topology else ""
+        text = f"epoch {epoch}: PodGroup {name}, minCount {world}{where}: all workers are bound at once or none is"
+        p.cond(COND_GANG, True, "PodGroup", text)
+    elif p.seen.gang == "unserved":
+        text = (
+            "the cluster does not serve scheduling.k8s.io/v1beta1 PodGroups (Kubernetes >= 1.37 with GenericWorkload): "
+            "workers are scheduled one by one, and a job may hold some GPUs while the rest wait"
+        )
+        p.cond(COND_GANG, False, "APINotServed", text + ("; spec.topologyKey is not applied" if topology else ""))
+    elif topology:
+        p.cond(COND_GANG, False, "Disabled", "gang scheduling is off in the operator: spec.topologyKey is not applied")
+    else:
+        p.drop(COND_GANG, "Disabled", "gang scheduling is off in the operator")
 
 
 def _scheduled(p: JobPass, current: list[PodView], world: int) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.trainingjob_status import TrainingJobStatus
+from ..constants import GangMode
 from ..prices import DEFAULT_PRICES, PriceTable
 from .views import NodeView, PodView
 
@@ -50,3 +51,4 @@ class Observed:
     live_progress: dict[str, Any] | None = None  # rank 0's latest /progress document, when fetched
     live_progress_error: str | None = None  # why rank 0's last /progress reply was refused (too large, not JSON)
     create_refused: str | None = None  # the API server's answer when it last refused to create a child
+    gang: GangMode = "disabled"  # whether each epoch's workers form a PodGroup (see builders/gang.py)
