@@ -114,6 +114,17 @@ tests/e2e (the operator runs every e2e scenario with this identity).
 - apiGroups: ["scheduling.k8s.io"]
   resources: ["podgroups"]
   verbs: ["create"]
+{{- if .Values.kueue.enabled }}
+# Kueue (kueue.enabled, docs/kueue.md): the Workload of each queued TrainingJob: list+watch (label-selected), created
+# once, owned by the job (deleted by the garbage collector); a merge-patch of its status (PodsReady, Finished,
+# reclaimablePods, the admission cleared once an evicted job's workers are gone), as Kueue's job framework does.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list", "watch", "create"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads/status"]
+  verbs: ["patch"]
+{{- end }}
 # The job's headless Service (rendezvous DNS): created once, deleted by the garbage collector via its ownerReference.
 - apiGroups: [""]
   resources: ["services"]
@@ -131,6 +142,13 @@ tests/e2e (the operator runs every e2e scenario with this identity).
 - apiGroups: [""]
   resources: ["nodes"]
   verbs: ["list", "watch"]
+{{- if .Values.kueue.enabled }}
+# Kueue: get by name the admitted ResourceFlavor (its node labels and tolerations go on the workers) and the
+# job's WorkloadPriorityClass (its value becomes the Workload's priority). Read-only, cluster-scoped.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["resourceflavors", "workloadpriorityclasses"]
+  verbs: ["get"]
+{{- end }}
 {{- end -}}
 
 {{/* The leader election Lease's name. */}}
