@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from typing import Final
 
 # torchrun options, read by torch.distributed.run from the environment.
-NNODES: Final = "PET_NNODES"  # "min:max" elastic range of replicas (nodes)
+NNODES: Final = "PET_NNODES"  # "N:N": the epoch's fixed world size in pods (the operator resizes by new epochs)
 NPROC_PER_NODE: Final = "PET_NPROC_PER_NODE"
 RDZV_BACKEND: Final = "PET_RDZV_BACKEND"  # always "c10d"
 RDZV_ENDPOINT: Final = "PET_RDZV_ENDPOINT"  # host:port of this epoch's rendezvous store
 RDZV_ID: Final = "PET_RDZV_ID"  # unique per job and epoch
 RDZV_CONF: Final = "PET_RDZV_CONF"  # "join_timeout=..,last_call_timeout=.."
-MAX_RESTARTS: Final = "PET_MAX_RESTARTS"  # in-pod worker restarts before the pod fails
+MAX_RESTARTS: Final = "PET_MAX_RESTARTS"  # "0" in operator pods: a failed worker fails the pod -> a new epoch
 MONITOR_INTERVAL: Final = "PET_MONITOR_INTERVAL"
 
 # Lepton's own.
