@@ -14,6 +14,7 @@ INFERENCESERVICE_KIND: Final = "InferenceService"
 INFERENCESERVICE_PLURAL: Final = "inferenceservices"
 
 CONTROLLER_NAME: Final = "lepton.ai/trainingjob-controller"  # the default spec.managedBy
+KUEUE_API: Final = "kueue.x-k8s.io/v1beta2"  # Kueue's Workloads, ResourceFlavors, WorkloadPriorityClasses
 MANAGER: Final = "lepton-operator"  # field manager and app.kubernetes.io/managed-by value
 
 # Labels on every child.

@@ -18,21 +18,25 @@ from .. import metrics
 from ..api.trainingjob import TrainingJob
 from ..api.trainingjob_status import TrainingJobStatus
 from ..builders.common import TRAININGJOB_APP, managed_labels, selector
+from ..builders.workload import POD_SET, WORKLOADS, priority_class, queue_name, workload_name
 from ..config import OperatorConfig
 from ..constants import (
     API_VERSION,
+    KUEUE_API,
     LABEL_JOB,
     TRAININGJOB_PLURAL,
 )
-from ..kube.client import BadReply, Kube
+from ..kube.client import BadReply, Kube, merge_patch
 from ..kube.discovery import GangDiscovery
 from ..kube.errors import Refused
 from ..kube.informer import Index, Informer
+from ..kube.kueue import KueueObjects
 from ..kube.usage import GpuUsage
 from ..prices import DEFAULT_PRICES, PriceTable
 from ..reconcile import hostpaths
 from ..reconcile.capacity import workers_that_fit
 from ..reconcile.elastic import own_gpus_if_resizable
+from ..reconcile.kueue import KueueSeen, WorkloadView
 from ..reconcile.trainingjob import Observed, Plan, plan
 from ..reconcile.views import NodeView, PodView, node_view, pod_view
 from ..timestamps import epoch_seconds
@@ -53,6 +57,7 @@ class Indexes:
     pods: Index[Key, PodView] = field(default_factory=Index)
     services: Index[Key, str] = field(default_factory=Index)
     nodes: Index[str, NodeView] = field(default_factory=Index)
+    workloads: Index[Key, dict[str, Any]] = field(default_factory=Index)  # Kueue's, with LEPTON_KUEUE
 
 
 class TrainingJobController(Controller):
@@ -71,6 +76,7 @@ class TrainingJobController(Controller):
         self._deleted_nodes: dict[str, float] = {}
         self._unhealthy_nodes: set[str] = set()  # NotReady or tainted unreachable/not-ready, as last seen
         self.prices: PriceTable = DEFAULT_PRICES
+        self.kueue = KueueObjects(kube)
 
     # -- watching --------------------------------------------------------------------------------
     def informers(self) -> list[Informer]:
@@ -83,6 +89,12 @@ class TrainingJobController(Controller):
                 Informer(self.kube, "v1", "pods", self._on_pod, namespace=ns, label_selector=CHILD_SELECTOR),
                 Informer(self.kube, "v1", "services", self._on_service, namespace=ns, label_selector=CHILD_SELECTOR),
             ]
+            if self.config.kueue:
+                found.append(
+                    Informer(
+                        self.kube, KUEUE_API, WORKLOADS, self._on_workload, namespace=ns, label_selector=CHILD_SELECTOR
+                    )
+                )
         return found
 
     def _on_job(self, kind: str, obj: dict[str, Any]) -> None:
@@ -113,6 +125,41 @@ class TrainingJobController(Controller):
             self.queue.add(key)
         else:
             self.idx.services.put(key, name, name)
+
+    def _on_workload(self, kind: str, obj: dict[str, Any]) -> None:
+        """A Workload of ours changed (Kueue admitted or evicted it): the job's pass acts at once."""
+        key, name = owner_of(obj, LABEL_JOB), obj["metadata"]["name"]
+        if not self.config.watches(key[0]):
+            return
+        if kind == "DELETED":
+            self.idx.workloads.remove(key, name)
+        else:
+            self.idx.workloads.put(key, name, obj)
+        self.queue.add(key, urgent=True)
+
+    async def _kueue_seen(self, key: Key, job: TrainingJob) -> KueueSeen | None:
+        """The queued job's Workload with its admitted flavors resolved; None when Kueue does not manage the job."""
+        if not self.config.kueue or queue_name(job) is None:
+            return None
+        name = workload_name(job)
+        obj = next((w for w in self.idx.workloads.get(key, []) if w["metadata"]["name"] == name), None)
+        if obj is None:
+            pc = priority_class(job)
+            return KueueSeen(None, await self.kueue.priority(pc) if pc else None)
+        status = obj.get("status") or {}
+        selector: dict[str, str] = {}
+        tolerations: list[dict[str, Any]] = []
+        for psa in (status.get("admission") or {}).get("podSetAssignments") or []:
+            if psa.get("name") == POD_SET:
+                for flavor in sorted(set((psa.get("flavors") or {}).values())):
+                    labels, tols = await self.kueue.flavor(flavor)
+                    selector.update(labels)
+                    tolerations += [t for t in tols if t not in tolerations]
+        meta = obj["metadata"]
+        view = WorkloadView(
+            name, meta.get("resourceVersion", ""), status, meta.get("generation"), selector, tolerations
+        )
+        return KueueSeen(view)
 
     def _on_node(self, kind: str, obj: dict[str, Any]) -> None:
         """Fast node-loss reaction: NotReady, an unreachable/not-ready taint, or deletion restarts affected jobs now."""
@@ -236,6 +283,7 @@ class TrainingJobController(Controller):
             live_error,
             self._refused.get(key),
             gang=await self.gang.mode(),
+            kueue=await self._kueue_seen(key, job),
         )
         decision = plan(job, seen, now)
         refused = await self._apply(
@@ -270,6 +318,7 @@ class TrainingJobController(Controller):
             return None
         known = self._refused.get(key)  # what the plan was told
         refused = await self._apply_children(key, p)  # forgets the last refusal once a create succeeds
+        await self._apply_workload(key, p)
         if refused:
             self._refused[key] = refused
         if (now_known := self._refused.get(key)) != known:
@@ -279,6 +328,13 @@ class TrainingJobController(Controller):
             await self.write_status(key, body, p.status)
         await self.post_events(body, p.events, now)
         return refused
+
+    async def _apply_workload(self, key: Key, p: Plan) -> None:
+        """Create the job's Kueue Workload, or store its new status (conditional: Kueue writes it too)."""
+        if p.workload_create is not None:
+            await self.kube.create(p.workload_create)
+        if (w := p.workload_status) is not None and (patch := merge_patch(w.old, w.status)):
+            await self.kube.patch_status(KUEUE_API, WORKLOADS, key[0], w.name, patch, w.resource_version)
 
     def _log(self, key: Key, body: dict[str, Any], p: Plan) -> None:
         if p.create or p.delete or p.force_delete or p.status is not None or p.delete_job:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api.trainingjob_status import TrainingJobStatus
 from ..constants import GangMode
 from ..prices import DEFAULT_PRICES, PriceTable
 from .views import NodeView, PodView
+
+if TYPE_CHECKING:
+    from .kueue import KueueSeen, WorkloadWrite
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class Plan:
     new_epoch_reason: str | None = None  # a new epoch starts in this pass, and why
     first_pods_complete: bool = False  # this pass creates the last missing pod of the job's first epoch
     failover_seconds: float | None = None  # a restarted epoch became fully running: time since the failure
+    workload_create: dict[str, Any] | None = None  # the Kueue Workload of a queued job, to create (reconcile/kueue.py)
+    workload_status: WorkloadWrite | None = None  # the Kueue Workload's new status, to store
 
     def requeue(self, seconds: float) -> None:
         self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
@@ -52,3 +57,4 @@ class Observed:
     live_progress_error: str | None = None  # why rank 0's last /progress reply was refused (too large, not JSON)
     create_refused: str | None = None  # the API server's answer when it last refused to create a child
     gang: GangMode = "disabled"  # whether each epoch's workers form a PodGroup (see builders/gang.py)
+    kueue: KueueSeen | None = None  # a queued job's Kueue Workload (reconcile/kueue.py); None: not queued

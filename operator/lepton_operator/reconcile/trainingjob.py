@@ -13,12 +13,13 @@ from ..api.trainingjob import TrainingJob
 from ..builders.trainingjob import headless_service
 from ..constants import COND_INVALID
 from ..timestamps import rfc3339
-from . import elastic, epoch, lifecycle
+from . import elastic, epoch, kueue, lifecycle
 from .budget import charge
 from .failover import backoff_seconds, handle_failures
 from .plan import Event, Observed, Plan
 from .progress import report_progress
 from .status import TERMINAL, JobPass, phase_of
+from .views import PodView
 
 
 def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
@@ -36,14 +37,26 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
     # Old epochs' pods go, except the finished pods of the previous epoch: they hold no GPUs, and
     # `kubectl logs` of the worker that failed is what a person looks at first.
     p.delete([q for q in seen.pods if q.epoch != at and (q.phase not in TERMINAL or q.epoch < at - 1)])
+    result = _decide(p, current)
+    if seen.kueue is not None:
+        result.workload_status = kueue.workload_status(p, current, now)
+    return kueue.place(result, seen.kueue)
+
+
+def _decide(p: JobPass, current: list[PodView]) -> Plan:
     if lifecycle.finished(p, current):
         return p.result()
     report_progress(p, current)
     if lifecycle.suspended(p, current, charge(p)) or lifecycle.deadline_passed(p, current):
         return p.result()
-    world = elastic.first_size(p)
+    waits, admitted = kueue.gate(p, current)
+    if waits:
+        return p.result()
+    world = admitted or elastic.first_size(p)
     decided, ignored = handle_failures(p, current, world)
-    decided = decided or elastic.resize(p, current, world) or epoch.all_succeeded(p, current, world, ignored)
+    if admitted is None:  # under Kueue the size is the admitted count: no growth or shrinking of our own
+        decided = decided or elastic.resize(p, current, world)
+    decided = decided or epoch.all_succeeded(p, current, world, ignored)
     return decided or epoch.run(p, current, world, ignored)
 
 
