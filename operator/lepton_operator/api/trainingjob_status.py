@@ -9,6 +9,8 @@ from pydantic import Field
 from .base import Condition, KubeModel
 
 MAX_REPLICAS = 1024  # the largest world size, of the spec and the status
+MAX_USD = 1e12  # cost figures saturate here (a spec's prices x quantities can reach further)
+MAX_GPU_HOURS = 1e9
 
 
 class LastFailure(KubeModel):
@@ -29,8 +31,8 @@ class LastFailure(KubeModel):
 class CostStatus(KubeModel):
     """What the job has cost (OpenCost's allocation formula) and will cost."""
 
-    gpu_hours: float = Field(default=0.0, description="GPU-hours accrued.", ge=0, le=1e9)
-    accrued_usd: float = Field(default=0.0, description="Cost accrued, USD (full precision).", ge=0, le=1e12)
+    gpu_hours: float = Field(default=0.0, description="GPU-hours accrued.", ge=0, le=MAX_GPU_HOURS)
+    accrued_usd: float = Field(default=0.0, description="Cost accrued, USD (full precision).", ge=0, le=MAX_USD)
     estimated_cost_usd: str = Field(default="0.00", description="Cost accrued, USD, 2 decimals.", max_length=32)
     rate_usd_per_hour: str = Field(default="0.00", description="Current burn rate, USD per hour.", max_length=32)
     projected_total_usd: str | None = Field(

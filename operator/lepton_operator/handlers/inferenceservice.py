@@ -157,9 +157,8 @@ class InferenceServiceController(Controller):
         if isvc.spec.model.volume is not None:
             field, path = "spec.model.volume.hostPath", isvc.spec.model.volume.host_path
         else:
-            ckpt = ((job or {}).get("spec") or {}).get("checkpoint") or {}
             field = "spec.model.fromTrainingJob (its spec.checkpoint.volume.hostPath)"
-            path = (ckpt.get("volume") or {}).get("hostPath")
+            path = hostpaths.checkpoint_host_path(job)
         return hostpaths.refusal(field, path, self.config.allowed_hostpath_prefixes)
 
     async def _report_invalid(self, body: dict[str, Any], errors: str, now: datetime) -> None:

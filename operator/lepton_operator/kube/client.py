@@ -17,6 +17,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from ..constants import MANAGER
+from ..untrusted import loads
 from .errors import api_error
 
 # 30 s for the server to answer, not counting the wait for a free pooled connection: in a burst (hundreds of
@@ -243,8 +244,8 @@ async def fetch_json_from(session: aiohttp.ClientSession, url: str, seconds: flo
     except (aiohttp.ClientError, TimeoutError):
         return None
     try:
-        doc = json.loads(raw)
-    except ValueError as exc:  # includes invalid UTF-8
+        doc = loads(raw)
+    except ValueError as exc:  # includes invalid UTF-8 and too deep nesting
         raise BadReply(f"reply is not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise BadReply(f"reply is a JSON {type(doc).__name__}, not an object")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..untrusted import loads
 from .client import MAX_POD_REPLY, BadReply, read_limited
 
 INFLIGHT_SECONDS = "lepton_serve_inflight_seconds"
@@ -29,11 +30,16 @@ class PodReport:
 
 
 def parse_metrics(text: str) -> tuple[float, float, bool]:
+    """(in-flight request-seconds, in flight now, model loaded); ValueError when unusable: not the text format, or
+    a figure that is negative, NaN or infinite (the autoscaler's arithmetic would fail on it)."""
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             values[sample.name] = sample.value
-    return values.get(f"{INFLIGHT_SECONDS}_total", 0.0), values.get(INFLIGHT, 0.0), values.get(MODEL_READY, 0.0) == 1
+    seconds, inflight = values.get(f"{INFLIGHT_SECONDS}_total", 0.0), values.get(INFLIGHT, 0.0)
+    if not all(math.isfinite(x) and x >= 0 for x in (seconds, inflight)):
+        raise ValueError(f"in-flight figures {seconds!r}, {inflight!r} are not finite non-negative numbers")
+    return seconds, inflight, values.get(MODEL_READY, 0.0) == 1
 
 
 class PodScraper:
@@ -61,7 +67,7 @@ class PodScraper:
             if loaded and not want_version:
                 return PodReport(seconds, inflight, True)
             _, body = await self._get(f"{base}/v2/health/ready", MAX_POD_REPLY)
-            doc = json.loads(body)
+            doc = loads(body)
         except (aiohttp.ClientError, TimeoutError, ValueError, BadReply):  # unusable: as if it did not answer
             return None
         if not isinstance(doc, dict):

@@ -70,6 +70,13 @@ def window_mean(samples: Sequence[Sample], now: float, window: float) -> float |
     return sum(s.in_flight * s.span for s in inside) / weight if weight > 0 else None
 
 
+def wanted(load: float, target: float) -> int:
+    """Replicas that serve `load` in-flight requests at `target` each; saturates, since servers may report any
+    finite figure (the ratio, or the window's sum, can overflow to infinity)."""
+    ratio = load / target - 1e-9
+    return math.ceil(ratio) if ratio < 2**31 else 2**31
+
+
 def decide(
     samples: Sequence[Sample], now: float, current: int, ready: int, policy: Policy, panic_since: float | None
 ) -> Decision:
@@ -84,8 +91,7 @@ def decide(
     if stable is None or burst is None:
         return Decision(clamp(current), panic_since, 0.0, 0.0, "NoMetrics")
     capacity = max(ready, 1) * p.target
-    want_stable = math.ceil(stable / p.target - 1e-9)
-    want_burst = math.ceil(burst / p.target - 1e-9)
+    want_stable, want_burst = wanted(stable, p.target), wanted(burst, p.target)
     if burst >= p.panic_threshold * capacity:
         panic_since = now  # entering or extending panic
     elif panic_since is not None and now - panic_since >= p.stable_window:

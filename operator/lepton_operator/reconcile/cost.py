@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from ..api.trainingjob import TrainingJob
-from ..api.trainingjob_status import CostStatus
+from ..api.trainingjob_status import MAX_GPU_HOURS, MAX_USD, CostStatus
 from ..builders.template import trainer_resources
 from ..prices import PriceTable
 from ..timestamps import epoch_seconds, rfc3339
@@ -47,7 +47,9 @@ def accrue(
         usd += r * hours
         if pod.phase == "Running" and not pod.finished_at:
             rate += r
-    projected = f"{usd + rate * eta_seconds / 3600:.2f}" if eta_seconds is not None else None
+    # Saturate at the status schema's bounds: quantities and prices the CRD admits can multiply past them.
+    gpu_hours, usd, rate = min(gpu_hours, MAX_GPU_HOURS), min(usd, MAX_USD), min(rate, MAX_USD)
+    projected = f"{min(usd + rate * eta_seconds / 3600, MAX_USD):.2f}" if eta_seconds is not None else None
     return CostStatus(
         gpu_hours=round(gpu_hours, 6),
         accrued_usd=round(usd, 6),

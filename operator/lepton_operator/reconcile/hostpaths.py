@@ -38,3 +38,13 @@ def template_refusal(template: Mapping[str, Any] | None, allowed: Sequence[str])
         if why := refusal(f"spec.template.spec.volumes[{i}].hostPath.path", path, allowed):
             return why
     return None
+
+
+def checkpoint_host_path(job: Mapping[str, Any] | None) -> str | None:
+    """spec.checkpoint.volume.hostPath of a raw TrainingJob body, when it is a string (the body of an InferenceService's
+    model job is read before its spec is validated: any shape must give an answer)."""
+    try:
+        path = (job or {})["spec"]["checkpoint"]["volume"]["hostPath"]
+    except (KeyError, TypeError, IndexError):
+        return None
+    return path if isinstance(path, str) else None

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.base import Condition
-from ..api.inferenceservice import InferenceService, InferenceServiceStatus, ServingCost
+from ..api.inferenceservice import MAX_REPLICAS, InferenceService, InferenceServiceStatus, ServingCost
 from ..api.trainingjob import TrainingJob
 from ..builders import inferenceservice as build
 from ..builders.common import claim_or_host_path
@@ -193,7 +193,8 @@ def _serve(
         p.events.append(Event("Normal", verb, f"{old_replicas} -> {replicas} replicas ({cause}{load})"))
         st.last_scale_time = stamp
     st.replicas = replicas
-    st.ready_replicas = dep.ready_replicas if dep else 0
+    # The Deployment may be scaled by hand past what the status schema holds (until the next pass patches it).
+    st.ready_replicas = min(dep.ready_replicas, MAX_REPLICAS) if dep else 0
     st.replica_summary = ready_summary(st.ready_replicas, replicas)
     st.selector = build.selector(isvc.metadata["name"])
     st.url = build.url(isvc)

@@ -6,7 +6,6 @@ field is left out and named in `problems` (the plan reports them in a condition)
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 
 from ..api.trainingjob_status import Progress
 from ..constants import COND_BAD_PROGRESS
+from ..untrusted import loads
 from .status import JobPass
 from .views import PodView
 
@@ -46,7 +46,7 @@ def parse_json(text: str | None) -> dict[str, Any] | None:
     if not text or not text.lstrip().startswith("{"):
         return None
     try:
-        doc = json.loads(text)
+        doc = loads(text)
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None

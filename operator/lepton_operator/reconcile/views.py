@@ -5,6 +5,7 @@ Made by the informers' callbacks from raw objects; small in memory at 10k pods.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,15 @@ class NodeView:
         return not self.ready or any(key in LOST_TAINTS for key, _, _ in self.taints)
 
 
+_COUNT_SUFFIX = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+
+
+def _count(value: Any) -> int:
+    """An extended resource's count as the API server renders it ('8', and 1000 as '1k'); 0 when not one."""
+    m = re.fullmatch(r"([0-9]{1,12})([kMGTPE]?)", str(value))
+    return int(m.group(1)) * _COUNT_SUFFIX[m.group(2)] if m else 0
+
+
 def node_view(node: Mapping[str, Any]) -> NodeView:
     meta, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
     ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
@@ -115,7 +125,7 @@ def node_view(node: Mapping[str, Any]) -> NodeView:
         name=meta.get("name", ""),
         labels=dict(meta.get("labels") or {}),
         taints=tuple((t.get("key", ""), t.get("value", ""), t.get("effect", "")) for t in spec.get("taints") or []),
-        gpus=int((status.get("allocatable") or {}).get(GPU_RESOURCE, 0)),
+        gpus=_count((status.get("allocatable") or {}).get(GPU_RESOURCE, 0)),
         unschedulable=bool(spec.get("unschedulable")),
         ready=ready.get("status") == "True",
     )
