@@ -71,7 +71,7 @@ class OperatorConfig(BaseSettings):
         description="auto: when the cluster serves scheduling.k8s.io/v1beta1 PodGroups (Kubernetes v1.37, "
         "GenericWorkload), every epoch's workers form one PodGroup (all bound or none); off: never.",
     )
-    kueue: bool = Field(
+    kueue_integration: bool = Field(
         default=False,
         description="Act as Kueue's integration for TrainingJobs labelled kueue.x-k8s.io/queue-name: a Workload per "
         "job, no worker before Kueue admits it (docs/kueue.md). Needs Kueue's CRDs and the chart's kueue RBAC.",

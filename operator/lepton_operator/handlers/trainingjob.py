@@ -57,7 +57,7 @@ class Indexes:
     pods: Index[Key, PodView] = field(default_factory=Index)
     services: Index[Key, str] = field(default_factory=Index)
     nodes: Index[str, NodeView] = field(default_factory=Index)
-    workloads: Index[Key, dict[str, Any]] = field(default_factory=Index)  # Kueue's, with LEPTON_KUEUE
+    workloads: Index[Key, dict[str, Any]] = field(default_factory=Index)  # Kueue's, with LEPTON_KUEUE_INTEGRATION
 
 
 class TrainingJobController(Controller):
@@ -89,7 +89,7 @@ class TrainingJobController(Controller):
                 Informer(self.kube, "v1", "pods", self._on_pod, namespace=ns, label_selector=CHILD_SELECTOR),
                 Informer(self.kube, "v1", "services", self._on_service, namespace=ns, label_selector=CHILD_SELECTOR),
             ]
-            if self.config.kueue:
+            if self.config.kueue_integration:
                 found.append(
                     Informer(
                         self.kube, KUEUE_API, WORKLOADS, self._on_workload, namespace=ns, label_selector=CHILD_SELECTOR
@@ -139,7 +139,7 @@ class TrainingJobController(Controller):
 
     async def _kueue_seen(self, key: Key, job: TrainingJob) -> KueueSeen | None:
         """The queued job's Workload with its admitted flavors resolved; None when Kueue does not manage the job."""
-        if not self.config.kueue or queue_name(job) is None:
+        if not self.config.kueue_integration or queue_name(job) is None:
             return None
         name = workload_name(job)
         obj = next((w for w in self.idx.workloads.get(key, []) if w["metadata"]["name"] == name), None)
