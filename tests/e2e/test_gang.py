@@ -17,7 +17,14 @@ from kubernetes.client.exceptions import ApiException
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.jobs import REPO, condition, create_job, job_manifest, live_pods, status, wait_phase
 from lepton_cluster.operator import OperatorProcess
-from lepton_cluster.testing import create_namespace, delete_namespace, holds_for, unique_name, wait_for
+from lepton_cluster.testing import (
+    create_namespace,
+    delete_namespace,
+    holds_for,
+    pod_manifest,
+    unique_name,
+    wait_for,
+)
 
 from ..conftest import SESSION_PREFIX
 from .conftest import operator_env
@@ -239,3 +246,38 @@ def test_without_the_gang_the_same_jobs_place_partially_and_hold_gpus(
     assert not pod_groups(cluster, ns) and scheduling_groups(cluster, ns, "left") == {None}
     assert condition(status(cluster, ns, "left"), "GangScheduling") is None
     print(f"without the gang, bound pods per job: {counts}")
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("gang", [True, False], ids=["gang", "no-gang"])
+def test_two_jobs_on_6_free_gpus_hold_none_with_the_gang_and_6_without(
+    cluster: Cluster, pool: dict[str, Any], request: pytest.FixtureRequest, gang: bool
+) -> None:
+    """Someone else's 2-GPU pod takes 2 of the pool's 8 GPUs; two 4x2-GPU jobs created at once need 8 each.
+    Without the gang, pods bind one by one: 3 are bound (6 GPUs) and no job can run, whatever the order (the
+    partial placement; split 2+1 it is the deadlock). With it, none binds until the pod goes, then one job runs."""
+    if gang:
+        request.getfixturevalue("operator")
+    ns: str = request.getfixturevalue("namespace" if gang else "gang_off")
+    other = pod_manifest("other", gpus=2, node_selector=pool["nodeSelector"], tolerations=pool["tolerations"])
+    cluster.core.create_namespaced_pod(ns, other)
+    wait_for(lambda: cluster.core.read_namespaced_pod("other", ns).spec.node_name, 30, message="the other pod bound")
+    names = ["left", "right"]
+    create_at_once(cluster, ns, [job(n, pool) for n in names])
+    if not gang:
+        counts = placed(cluster, ns, names, total=3)
+        assert max(counts.values()) < 4, counts
+        phases = lambda: [status(cluster, ns, n).get("phase") for n in names]  # noqa: E731
+        holds_for(lambda: "Running" not in phases(), 3.0, message="no job runs while 6 GPUs are held")
+        print(f"without the gang, bound pods per job on 6 free GPUs: {counts}")
+        return
+    counts = placed(cluster, ns, names, total=0)
+    holds_for(lambda: not any(bound(cluster, ns, n) for n in names), 3.0, message="no GPU held")
+    cluster.core.delete_namespaced_pod("other", ns, grace_period_seconds=0)
+
+    def one_running() -> str | None:
+        return next((n for n in names if status(cluster, ns, n).get("phase") == "Running"), None)
+
+    first = wait_for(one_running, 60, interval=0.3, message="one job Running once the other pod is gone")
+    assert len(bound(cluster, ns, first)) == 4
+    assert not bound(cluster, ns, "right" if first == "left" else "left")
