@@ -41,7 +41,8 @@ METRICS_CERT_DIR = "/etc/kueue/metrics/certs"
 #: CRDs that upstream patches with a conversion webhook (config/components/crd/kustomization.yaml).
 CONVERTED = ("localqueues", "clusterqueues", "cohorts", "workloads", "multikueueclusters")
 #: Off: the visibility API (an aggregated API server on all interfaces, needing an APIService + Service).
-FEATURE_GATES = {"VisibilityOnDemand": False}
+#: On: Workload slices (alpha), how an admitted elastic TrainingJob grows (docs/kueue.md).
+FEATURE_GATES = {"VisibilityOnDemand": False, "ElasticJobsViaWorkloadSlices": True}
 
 
 @dataclass(frozen=True)

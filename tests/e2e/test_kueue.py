@@ -226,3 +226,39 @@ def test_elastic_job_is_admitted_partially_within_its_range(cluster: Cluster, ns
     assert wl["status"]["admission"]["podSetAssignments"][0]["count"] == 3
     pods_ready = wl_condition(cluster, ns, "elastic", "PodsReady")
     assert pods_ready is not None and pods_ready["status"] == "True", pods_ready
+
+
+@pytest.mark.timeout(180)
+def test_elastic_job_grows_with_a_workload_slice_when_quota_frees(cluster: Cluster, ns: str, quota: Any) -> None:
+    quota(8)
+    create_job(cluster, ns, queued("holder", replicas=1, gpusPerReplica=2))
+    wait_phase(cluster, ns, "holder", "Running", timeout=60)
+    policy = {"scaleUpCooldownSeconds": 0}
+    spec = {"replicas": 4, "minReplicas": 2, "maxReplicas": 4, "gpusPerReplica": 2, "elasticPolicy": policy}
+    create_job(cluster, ns, queued("grows", **spec))
+    st = wait_phase(cluster, ns, "grows", "Running", timeout=60)
+    assert st["replicas"] == 3, st
+
+    def growth_reported() -> dict[str, Any] | None:
+        c = admitted(cluster, ns, "grows")
+        return c if c and "growth to 4: waiting for Kueue" in c["message"] else None
+
+    wait_for(growth_reported, 30, interval=0.2, message=lambda: f"growth pending; {status(cluster, ns, 'grows')}")
+    custom(cluster).delete_namespaced_custom_object("lepton.ai", "v1alpha1", ns, "trainingjobs", "holder")
+
+    def grown() -> dict[str, Any] | None:
+        s = status(cluster, ns, "grows")
+        return s if s.get("replicas") == 4 and s.get("phase") == "Running" else None
+
+    st = wait_for(grown, 90, interval=0.2, message=lambda: f"grown to 4; {status(cluster, ns, 'grows')}")
+    assert st.get("restarts", 0) == 0 and st["restartEpoch"] == 1, st
+    wait_for(lambda: len(live_pods(cluster, ns, "grows")) == 4, 30, interval=0.2, message="4 workers")
+    finished = [
+        w
+        for w in custom(cluster).list_namespaced_custom_object(KUEUE, KV, ns, "workloads")["items"]
+        if any(
+            c["type"] == "Finished" and c.get("reason") == "WorkloadSliceReplaced"
+            for c in w["status"].get("conditions", [])
+        )
+    ]
+    assert len(finished) == 1, "the first slice was replaced by the grown one"

@@ -156,3 +156,50 @@ def test_pods_ready_and_finished_reach_the_workload() -> None:
 def test_a_job_without_the_queue_label_is_not_gated() -> None:
     p = plan(queued(labels={QUEUE_LABEL: ""}), [], None)
     assert len([o for o in p.create if o["kind"] == "Pod"]) == 2 and p.workload_create is None
+
+
+def elastic(**status: Any) -> TrainingJob:
+    st = {"replicas": 3, "restartEpoch": 0, "restarts": 0, "launched": True, **status}
+    return queued(st, replicas=4, minReplicas=2, maxReplicas=4, gpusPerReplica=2)
+
+
+def test_an_elastic_job_admitted_below_target_asks_for_a_growth_slice_after_the_cooldown() -> None:
+    job = elastic(epochStartTime="2026-11-23T11:00:00Z")
+    pods = [pod(job, 0, r) for r in range(3)]
+    p = plan(job, pods, view(job, wl_status(*ADMITTED, count=3)))
+    assert p.create == [] and p.delete == [] and p.new_epoch_reason is None
+    grow = p.workload_create
+    assert grow is not None and grow["metadata"]["name"] == workload_name(job, 1)
+    assert (
+        grow["metadata"]["annotations"]["kueue.x-k8s.io/workload-slice-replacement-for"] == f"ml/{workload_name(job)}"
+    )
+    assert grow["spec"]["podSets"][0]["count"] == 4 and "minCount" not in grow["spec"]["podSets"][0]
+    cooling = plan(elastic(epochStartTime="2026-11-23T11:59:50Z"), pods, view(job, wl_status(*ADMITTED, count=3)))
+    assert cooling.workload_create is None and cooling.requeue_after is not None
+
+
+def test_a_pending_growth_slice_is_reported_and_not_asked_for_twice() -> None:
+    job = elastic(epochStartTime="2026-11-23T11:00:00Z")
+    growth = WorkloadView(workload_name(job, 1), "9", wl_status(PENDING), slice_index=1)
+    seen = KueueSeen(view(job, wl_status(*ADMITTED, count=3)).workload, None, growth)
+    p = plan(job, [pod(job, 0, r) for r in range(3)], seen)
+    assert p.workload_create is None
+    assert "growth to 4: waiting for Kueue: couldn't assign flavors" in cond(wire(p), "Admitted")["message"]
+
+
+def test_an_admitted_growth_slice_resizes_the_job_without_a_restart() -> None:
+    job = elastic(epochStartTime="2026-11-23T11:00:00Z")
+    grown = KueueSeen(WorkloadView(workload_name(job, 1), "9", wl_status(*ADMITTED, count=4), slice_index=1))
+    p = plan(job, [pod(job, 0, r) for r in range(3)], grown)
+    assert p.new_epoch_reason == "Resized"
+    assert wire(p)["replicas"] == 4 and wire(p)["restartEpoch"] == 1 and wire(p)["restarts"] == 0
+
+
+def test_the_workers_stay_while_kueue_hands_over_to_the_growth_slice() -> None:
+    job = elastic(epochStartTime="2026-11-23T11:00:00Z")
+    pods = [pod(job, 0, r) for r in range(3)]
+    handing = WorkloadView(workload_name(job, 1), "9", wl_status(PENDING), slice_index=1)
+    held = plan(job, pods, KueueSeen(handing, None, None, "2026-11-23T11:59:58Z"))
+    assert held.delete == [] and held.create == [] and held.requeue_after is not None
+    late = plan(job, pods, KueueSeen(handing, None, None, "2026-11-23T11:59:00Z"))
+    assert sorted(late.delete) == ["mnist-0-0", "mnist-0-1", "mnist-0-2"]

@@ -22,6 +22,10 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 POD_SET = "workers"
+#: Growth of an admitted elastic job (ElasticJobsViaWorkloadSlices, pkg/workloadslicing): a new Workload naming the
+#: one it replaces; Kueue admits it for the difference and finishes the old one (reason WorkloadSliceReplaced).
+REPLACEMENT_FOR = "kueue.x-k8s.io/workload-slice-replacement-for"
+SLICE_ANNOTATION = "lepton.ai/workload-slice"  # 0 for the first Workload, then 1, 2, ... (ours, for ordering)
 
 
 def queue_name(job: TrainingJob) -> str | None:
@@ -35,10 +39,11 @@ def priority_class(job: TrainingJob) -> str | None:
     return str(value) if value else None
 
 
-def workload_name(job: TrainingJob) -> str:
-    """`trainingjob-<name>-<5 hex of sha1(name, uid)>`, at most 63 characters (workload_names.go's shape)."""
+def workload_name(job: TrainingJob, slice_index: int = 0) -> str:
+    """`trainingjob-<name>-<5 hex of sha1(name, uid, slice)>`, at most 63 characters (workload_names.go's shape)."""
     meta = job.metadata
-    digest = hashlib.sha1(f"{meta['name']}/{meta.get('uid', '')}".encode()).hexdigest()[:5]
+    seed = f"{meta['name']}/{meta.get('uid', '')}" + (f"/{slice_index}" if slice_index else "")
+    digest = hashlib.sha1(seed.encode()).hexdigest()[:5]
     prefix = f"{TRAININGJOB_KIND.lower()}-{meta['name']}"[: 63 - 6].rstrip("-.")
     return f"{prefix}-{digest}"
 
@@ -50,12 +55,18 @@ def pod_set_template(job: TrainingJob) -> dict[str, Any]:
     return {"metadata": meta, "spec": pod["spec"]}
 
 
-def workload(job: TrainingJob, priority: int | None) -> dict[str, Any]:
-    """The Workload to create (spec is immutable once admitted, so it is built once per job)."""
+def workload(job: TrainingJob, priority: int | None, replaces: tuple[str, int] | None = None) -> dict[str, Any]:
+    """The Workload to create (spec is immutable once admitted, so it is built once per job); with `replaces`
+    (the admitted Workload's name and slice index), the slice that asks for the whole target size instead:
+    Kueue admits a replacement slice only in full (PartialAdmission and slices exclude each other)."""
     spec, meta = job.spec, job.metadata
     pod_set: dict[str, Any] = {"name": POD_SET, "count": spec.target_size, "template": pod_set_template(job)}
-    if spec.min_size < spec.target_size:
+    if spec.min_size < spec.target_size and replaces is None:
         pod_set["minCount"] = spec.min_size
+    index = replaces[1] + 1 if replaces else 0
+    annotations = {SLICE_ANNOTATION: str(index)}
+    if replaces:
+        annotations[REPLACEMENT_FOR] = f"{meta['namespace']}/{replaces[0]}"
     wl_spec: dict[str, Any] = {"queueName": queue_name(job), "podSets": [pod_set]}
     if (pc := priority_class(job)) and priority is not None:
         wl_spec["priorityClassRef"] = {"group": "kueue.x-k8s.io", "kind": "WorkloadPriorityClass", "name": pc}
@@ -65,9 +76,10 @@ def workload(job: TrainingJob, priority: int | None) -> dict[str, Any]:
         "apiVersion": KUEUE_API,
         "kind": "Workload",
         "metadata": {
-            "name": workload_name(job),
+            "name": workload_name(job, index),
             "namespace": meta["namespace"],
             "labels": labels,
+            "annotations": annotations,
             "ownerReferences": [owner_reference(TRAININGJOB_KIND, meta)],
         },
         "spec": wl_spec,

@@ -18,7 +18,7 @@ from .. import metrics
 from ..api.trainingjob import TrainingJob
 from ..api.trainingjob_status import TrainingJobStatus
 from ..builders.common import TRAININGJOB_APP, managed_labels, selector
-from ..builders.workload import POD_SET, WORKLOADS, priority_class, queue_name, workload_name
+from ..builders.workload import JOB_UID_LABEL, POD_SET, SLICE_ANNOTATION, WORKLOADS, priority_class, queue_name
 from ..config import OperatorConfig
 from ..constants import (
     API_VERSION,
@@ -138,14 +138,24 @@ class TrainingJobController(Controller):
         self.queue.add(key, urgent=True)
 
     async def _kueue_seen(self, key: Key, job: TrainingJob) -> KueueSeen | None:
-        """The queued job's Workload with its admitted flavors resolved; None when Kueue does not manage the job."""
+        """The queued job's Workload (and a growth slice not admitted yet) with the admitted flavors resolved; None
+        when Kueue does not manage the job."""
         if not self.config.kueue_integration or queue_name(job) is None:
             return None
-        name = workload_name(job)
-        obj = next((w for w in self.idx.workloads.get(key, []) if w["metadata"]["name"] == name), None)
-        if obj is None:
-            pc = priority_class(job)
-            return KueueSeen(None, await self.kueue.priority(pc) if pc else None)
+        pc = priority_class(job)
+        priority = await self.kueue.priority(pc) if pc else None
+        uid = str(job.metadata.get("uid", ""))
+        ours = [
+            w for w in self.idx.workloads.get(key, []) if (w["metadata"].get("labels") or {}).get(JOB_UID_LABEL) == uid
+        ]
+        replaced_at = max((t for w in ours if (t := _replaced_at(w))), default=None)
+        views = sorted([await self._workload_view(w) for w in ours if not _replaced_at(w)], key=lambda v: v.slice_index)
+        if not views:
+            return KueueSeen(None, priority, replaced_at=replaced_at)
+        # a newer slice: pending, or admitted while Kueue has not finished the one it replaces yet
+        return KueueSeen(views[0], priority, views[1] if len(views) > 1 else None, replaced_at)
+
+    async def _workload_view(self, obj: dict[str, Any]) -> WorkloadView:
         status = obj.get("status") or {}
         selector: dict[str, str] = {}
         tolerations: list[dict[str, Any]] = []
@@ -156,10 +166,16 @@ class TrainingJobController(Controller):
                     selector.update(labels)
                     tolerations += [t for t in tols if t not in tolerations]
         meta = obj["metadata"]
-        view = WorkloadView(
-            name, meta.get("resourceVersion", ""), status, meta.get("generation"), selector, tolerations
+        index = (meta.get("annotations") or {}).get(SLICE_ANNOTATION, "0")
+        return WorkloadView(
+            meta["name"],
+            meta.get("resourceVersion", ""),
+            status,
+            meta.get("generation"),
+            selector,
+            tolerations,
+            int(index) if index.isdigit() else 0,
         )
-        return KueueSeen(view)
 
     def _on_node(self, kind: str, obj: dict[str, Any]) -> None:
         """Fast node-loss reaction: NotReady, an unreachable/not-ready taint, or deletion restarts affected jobs now."""
@@ -384,3 +400,11 @@ class TrainingJobController(Controller):
         Event, no crash."""
         fields = {"phase": "Failed", "message": f"invalid spec: {errors}"[:4096]}
         await report_invalid(self.kube, TRAININGJOB_PLURAL, body, errors, now, fields)
+
+
+def _replaced_at(workload: dict[str, Any]) -> str | None:
+    """When Kueue finished this slice because a newer one replaced it (pkg/workloadslicing IsReplaced), or None."""
+    for c in (workload.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Finished" and c.get("status") == "True" and c.get("reason") == "WorkloadSliceReplaced":
+            return str(c.get("lastTransitionTime") or "") or None
+    return None

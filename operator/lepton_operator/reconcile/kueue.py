@@ -12,7 +12,11 @@ reconciler.go ReconcileGenericJob, v0.17.0; docs/kueue.md lists what is followed
 6. not admitted: no pod exists (the job stays "suspended"; there is no suspend field to flip: the operator simply
    creates no worker), and the job says why in an `Admitted=False` condition with Kueue's message;
 7. admitted: the world size is the admitted count (partial admission of an elastic job gives >= minReplicas),
-   and the workers get the admitted flavor's node labels and tolerations (RunWithPodSetsInfo).
+   and the workers get the admitted flavor's node labels and tolerations (RunWithPodSetsInfo);
+8. growth of an elastic job admitted below its target: a Workload slice (ElasticJobsViaWorkloadSlices,
+   pkg/workloadslicing) asking for the target, created once every worker runs and the scale-up cooldown is
+   over; the job keeps running on the old slice meanwhile; when Kueue admits the new slice (and finishes the old
+   one, reason WorkloadSliceReplaced) the job starts a Resized epoch at the new size, not counted as a restart.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from datetime import datetime
 from typing import Any
 
 from ..builders.workload import POD_SET, admit, workload
-from ..timestamps import rfc3339
+from ..timestamps import rfc3339, seconds_since
 from .plan import Plan
 from .status import TERMINAL, JobPass
 from .views import PodView
 
 COND_ADMITTED = "Admitted"  # on the TrainingJob
+#: Kueue's scheduler finishes the replaced slice, then admits its replacement (scheduler.go): for this long after
+#: the first, a running job waits for the second instead of stopping its workers.
+SLICE_HANDOVER_SECONDS = 10.0
 PREEMPTED_REASONS = ("Preempted", "NodeFailures")  # Requeued=True after these evictions (reconciler.go)
 
 
@@ -42,6 +49,7 @@ class WorkloadView:
     generation: int | None = None
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
+    slice_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,8 @@ class KueueSeen:
 
     workload: WorkloadView | None
     priority: int | None = None
+    growth: WorkloadView | None = None  # a newer slice, not admitted yet, asking for the target size
+    replaced_at: str | None = None  # when Kueue last finished a slice of the job as replaced (WorkloadSliceReplaced)
 
 
 @dataclass
@@ -108,15 +118,45 @@ def gate(p: JobPass, current: list[PodView]) -> tuple[bool, int | None]:
         _stop(p, live, f"evicted by Kueue ({reason}): {message}")
         return True, None
     if not is_true(view.status, "Admitted"):
+        if view.slice_index > 0 and live and seen.replaced_at:
+            left = SLICE_HANDOVER_SECONDS - seconds_since(seen.replaced_at, p.now)
+            if left > 0:  # Kueue finishes the running slice first, then admits this one: the workers stay
+                p.plan.requeue(left)
+                return True, None
         return _wait(p, live, *pending_reason(view))
-    world = admitted_count(view, p.job.spec.target_size)
+    target = p.job.spec.target_size
+    world = admitted_count(view, target)
     queue = (view.status.get("admission") or {}).get("clusterQueue", "")
-    p.cond(COND_ADMITTED, True, "Admitted", f"admitted by ClusterQueue {queue}: {world} workers")
+    text = f"admitted by ClusterQueue {queue}: {world} workers"
+    if seen.growth is not None:
+        text += f"; growth to {target}: {pending_reason(seen.growth)[1]}"
+    p.cond(COND_ADMITTED, True, "Admitted", text)
     st = p.status
     if st.replicas is None or (st.replicas != world and not live):
         st.replicas = world  # (re-)admitted at another size: the next workers start at it, no new epoch needed
         st.epoch_start_time = p.stamp
+    elif st.replicas != world:  # a slice of another size replaced the one the workers run under
+        p.new_epoch(
+            "Resized", f"world size {st.replicas} -> {world}: Kueue admitted a new slice", counts=False, world=world
+        )
+        return True, None
+    _grow(p, view, live, world)
     return False, world
+
+
+def _grow(p: JobPass, view: WorkloadView, live: list[PodView], world: int) -> None:
+    """Ask Kueue for the target size with a new slice, once every worker runs and the cooldown is over."""
+    seen, target = p.seen.kueue, p.job.spec.target_size
+    if seen is None or seen.growth is not None or world >= target or p.job.spec.min_size >= target:
+        return
+    if len(live) < world or not all(q.phase == "Running" for q in live):
+        return
+    cooldown = p.job.spec.elastic_policy.scale_up_cooldown_seconds
+    age = seconds_since(p.status.epoch_start_time, p.now) if p.status.epoch_start_time else cooldown
+    if age < cooldown:
+        p.plan.requeue(max(0.1, cooldown - age))
+        return
+    p.plan.workload_create = workload(p.job, seen.priority, replaces=(view.name, view.slice_index))
 
 
 def _wait(p: JobPass, live: list[PodView], reason: str, message: str) -> tuple[bool, int | None]:
