@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from lepton_cluster.chart import operator_kubeconfig
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.jobs import (
@@ -262,3 +263,33 @@ def test_elastic_job_grows_with_a_workload_slice_when_quota_frees(cluster: Clust
         )
     ]
     assert len(finished) == 1, "the first slice was replaced by the grown one"
+
+
+@pytest.mark.timeout(120)
+def test_the_example_is_admitted_on_its_flavor(cluster: Cluster, ns: str) -> None:
+    """examples/trainingjob-kueue.yaml with its cluster-scoped objects renamed (sessions share the cluster) and a
+    hostPath for the claim (kwok has no storage): admitted at 4 x 2 GPUs on the H100 flavor."""
+    docs = list(yaml.safe_load_all((REPO / "examples" / "trainingjob-kueue.yaml").read_text()))
+    suffix = uuid.uuid4().hex[:6]
+    by_kind = {d["kind"]: d for d in docs}
+    flavor, cq, wpc = by_kind["ResourceFlavor"], by_kind["ClusterQueue"], by_kind["WorkloadPriorityClass"]
+    for d in (flavor, cq, wpc):
+        d["metadata"]["name"] += f"-{suffix}"
+    cq["spec"]["resourceGroups"][0]["flavors"][0]["name"] = flavor["metadata"]["name"]
+    by_kind["LocalQueue"]["spec"]["clusterQueue"] = cq["metadata"]["name"]
+    job = by_kind["TrainingJob"]
+    job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] = wpc["metadata"]["name"]
+    job["spec"]["checkpoint"]["volume"] = {"hostPath": CKPT}
+    docs = [d for d in docs if d["kind"] != "PersistentVolumeClaim"]
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs))
+    try:
+        st = wait_phase(cluster, ns, "digits-queued", "Running", timeout=60)
+        assert st["replicas"] == 4 and admitted(cluster, ns, "digits-queued")["status"] == "True", st
+        wl = workload(cluster, ns, "digits-queued")
+        assert wl is not None and wl["spec"]["priority"] == 100
+        pods = live_pods(cluster, ns, "digits-queued")
+        assert {p["spec"]["nodeSelector"]["nvidia.com/gpu.product"] for p in pods} == {"NVIDIA-H100-80GB-HBM3"}
+    finally:
+        delete_namespace(cluster, ns, wait=True)
+        for d in (cq, flavor, wpc):
+            cluster.kubectl("delete", f"{d['kind']}.{KUEUE}", d["metadata"]["name"], "--ignore-not-found")
