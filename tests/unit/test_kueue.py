@@ -203,3 +203,13 @@ def test_the_workers_stay_while_kueue_hands_over_to_the_growth_slice() -> None:
     assert held.delete == [] and held.create == [] and held.requeue_after is not None
     late = plan(job, pods, KueueSeen(handing, None, None, "2026-11-23T11:59:00Z"))
     assert sorted(late.delete) == ["mnist-0-0", "mnist-0-1", "mnist-0-2"]
+
+
+def test_a_pending_growth_slice_finishes_with_its_job() -> None:
+    job = elastic(epochStartTime="2026-11-23T11:00:00Z")
+    growth = WorkloadView(workload_name(job, 1), "9", wl_status(PENDING), slice_index=1)
+    seen = KueueSeen(view(job, wl_status(*ADMITTED, count=3)).workload, None, growth)
+    p = plan(job, [pod(job, 0, r, "Succeeded") for r in range(3)], seen)
+    assert p.growth_status is not None and p.growth_status.name == workload_name(job, 1)
+    assert cond(p.growth_status.status, "Finished")["status"] == "True"
+    assert plan(job, running(job)[:3], seen).growth_status is None

@@ -349,8 +349,9 @@ class TrainingJobController(Controller):
         """Create the job's Kueue Workload, or store its new status (conditional: Kueue writes it too)."""
         if p.workload_create is not None:
             await self.kube.create(p.workload_create)
-        if (w := p.workload_status) is not None and (patch := merge_patch(w.old, w.status)):
-            await self.kube.patch_status(KUEUE_API, WORKLOADS, key[0], w.name, patch, w.resource_version)
+        for w in (p.workload_status, p.growth_status):
+            if w is not None and (patch := merge_patch(w.old, w.status)):
+                await self.kube.patch_status(KUEUE_API, WORKLOADS, key[0], w.name, patch, w.resource_version)
 
     def _log(self, key: Key, body: dict[str, Any], p: Plan) -> None:
         if p.create or p.delete or p.force_delete or p.status is not None or p.delete_job:

@@ -221,6 +221,22 @@ def workload_status(p: JobPass, current: list[PodView], now: datetime) -> Worklo
     return WorkloadWrite(view.name, view.resource_version, old, new)
 
 
+def growth_status(p: JobPass, now: datetime) -> WorkloadWrite | None:
+    """A growth slice still pending when its job ends gets Finished too: admitted later, it would hold quota for
+    a job that no longer runs."""
+    seen = p.seen.kueue
+    growth = seen.growth if seen else None
+    finished = next(
+        (c for c in p.status.conditions or [] if c.type in ("Succeeded", "Failed") and c.status == "True"), None
+    )
+    if growth is None or finished is None or is_true(growth.status, "Finished"):
+        return None
+    new = copy.deepcopy(growth.status)
+    message = f"the job ended ({finished.type}) before this growth slice was admitted"
+    _set(new.setdefault("conditions", []), "Finished", True, finished.type, message, rfc3339(now))
+    return WorkloadWrite(growth.name, growth.resource_version, growth.status, new)
+
+
 def _pods_ready(conds: list[dict[str, Any]], admitted: bool, ready: bool, stamp: str) -> None:
     """generatePodsReadyCondition (reconciler.go): Started/Recovered, WaitForStart, WaitForRecovery."""
     was = next((c for c in conds if c.get("type") == "PodsReady"), None)

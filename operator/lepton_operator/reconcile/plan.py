@@ -38,6 +38,7 @@ class Plan:
     failover_seconds: float | None = None  # a restarted epoch became fully running: time since the failure
     workload_create: dict[str, Any] | None = None  # the Kueue Workload of a queued job, to create (reconcile/kueue.py)
     workload_status: WorkloadWrite | None = None  # the Kueue Workload's new status, to store
+    growth_status: WorkloadWrite | None = None  # a pending growth slice finished with its job, to store
 
     def requeue(self, seconds: float) -> None:
         self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)

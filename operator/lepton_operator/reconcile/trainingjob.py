@@ -40,6 +40,7 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
     result = _decide(p, current)
     if seen.kueue is not None:
         result.workload_status = kueue.workload_status(p, current, now)
+        result.growth_status = kueue.growth_status(p, now)
     return kueue.place(result, seen.kueue)
 
 
