@@ -15,7 +15,7 @@ from lepton_operator.reconcile.plan import Observed
 from lepton_operator.reconcile.trainingjob import plan
 
 from .fakekube import FakeKube, controller
-from .jobs import NOW, job_body, make_job
+from .jobs import NOW, job_body, make_job, pod
 
 KEY = ("ml", "mnist")
 V1BETA1 = "/apis/scheduling.k8s.io/v1beta1"
@@ -64,6 +64,17 @@ def test_served_each_epoch_creates_its_group_first_and_every_worker_joins_it() -
     cond = condition(p, "GangScheduling")
     assert (cond.status, cond.reason) == ("True", "PodGroup") and "minCount 4" in cond.message
     assert [e.reason for e in p.events] == ["PodGroup"]  # said once, on the transition
+
+
+def test_a_group_whose_create_failed_is_created_again_while_its_workers_wait() -> None:
+    """Found by bench/chaos.py: the API server failed the PodGroup's create (500) but not its pods'; the next pass
+    had no missing pod, so no group, and the workers waited for it forever (the job stayed Restarting)."""
+    job = make_job(replicas=2, status={"restartEpoch": 1, "replicas": 2, "launched": True, "phase": "Restarting"})
+    waiting = [pod(job, 1, r, "Pending") for r in range(2)]
+    p = plan(job, Observed(waiting, gang="podgroup"), NOW)
+    assert [o["metadata"]["name"] for o in p.create] == ["mnist-1"] and not created(p, "Pod")
+    bound = [pod(job, 1, 0, "Pending", node="gpu-0"), pod(job, 1, 1, "Running")]
+    assert not plan(job, Observed(bound, gang="podgroup"), NOW).create  # all bound: the group did its work
 
 
 def test_an_elastic_epoch_gets_a_new_group_of_its_own_world_size() -> None:

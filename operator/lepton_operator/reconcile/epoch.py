@@ -30,6 +30,7 @@ def run(p: JobPass, current: list[PodView], world: int, ignored: set[int]) -> Pl
     st.launched = st.launched or set(range(world)) <= have
     p.delete([q for q in current if q.rank >= world])
     due, refused = _create_missing(p, have, world)
+    _regroup(p, current, world)
     _gang(p, world)
     ready = sum(1 for q in current if q.phase == "Running" and q.ready and not q.deleting and q.rank < world)
     st.ready_replicas, st.ready = ready, ready_summary(ready, world)
@@ -72,6 +73,17 @@ def _create_missing(p: JobPass, have: set[int], world: int) -> tuple[float, str 
     if refused:
         p.cond(COND_REPLICA_FAILURE, True, "FailedCreate", refused, warning=True)
     return due, refused
+
+
+def _regroup(p: JobPass, current: list[PodView], world: int) -> None:
+    """The epoch's PodGroup again while one of its workers waits unbound: a pass that created the pods but not
+    the group (the API server failed that one request) left workers that wait for their group forever. A create of
+    a group that exists is a 409, which is fine."""
+    creates = p.plan.create
+    if p.seen.gang != "podgroup" or any(o["kind"] == "PodGroup" for o in creates):
+        return
+    if any(q.phase == "Pending" and q.node is None and not q.deleting and q.rank < world for q in current):
+        creates.insert(0, pod_group(p.job, p.status.restart_epoch or 0, world))
 
 
 def _gang(p: JobPass, world: int) -> None:
