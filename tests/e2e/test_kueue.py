@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from lepton_cluster.jobs import (
     create_job,
     custom,
     job_manifest,
+    job_pods,
     live_pods,
     status,
     wait_phase,
@@ -167,6 +170,31 @@ def test_second_job_waits_with_kueues_reason_and_no_pods_until_the_first_is_dele
     assert len(live_pods(cluster, ns, "second")) == 2
 
 
+def _deletion_graces(cluster: Cluster, ns: str, names: list[str]) -> Future[dict[str, int]]:
+    """Watch the pods `names` from now on: each one's deletionGracePeriodSeconds when its deletion starts
+    (kwok then removes it at once: only a watch sees the graceful deletion)."""
+    from kubernetes import watch
+
+    started = threading.Event()
+
+    def run() -> dict[str, int]:
+        seen: dict[str, int] = {}
+        w = watch.Watch()
+        rv = cluster.core.list_namespaced_pod(ns).metadata.resource_version
+        started.set()
+        for ev in w.stream(cluster.core.list_namespaced_pod, ns, resource_version=rv, timeout_seconds=60):
+            meta = ev["object"].metadata
+            if meta.name in names and meta.deletion_timestamp and meta.name not in seen:
+                seen[meta.name] = meta.deletion_grace_period_seconds
+            if len(seen) == len(names):
+                w.stop()
+        return seen
+
+    future = ThreadPoolExecutor(max_workers=1).submit(run)
+    started.wait(10)
+    return future
+
+
 def _checkpoint_mounts(pods: list[dict[str, Any]]) -> set[tuple[str, str]]:
     out = set()
     for p in pods:
@@ -189,6 +217,7 @@ def test_high_priority_job_preempts_a_low_one_which_resumes_at_the_same_epoch_la
     before = live_pods(cluster, ns, "low")
     mounts = _checkpoint_mounts(before)
     assert mounts, "the workers mount the checkpoint folder"
+    graces = _deletion_graces(cluster, ns, [p["metadata"]["name"] for p in before])
     create_job(cluster, ns, queued("high", {PRIORITY_LABEL: high}, replicas=2, gpusPerReplica=4))
 
     def evicted() -> dict[str, Any] | None:
@@ -196,7 +225,9 @@ def test_high_priority_job_preempts_a_low_one_which_resumes_at_the_same_epoch_la
         return c if c and c["reason"] == "EvictedPreempted" else None
 
     wait_for(evicted, 60, interval=0.2, message=lambda: f"low evicted; {status(cluster, ns, 'low')}")
-    wait_for(lambda: not live_pods(cluster, ns, "low"), 60, interval=0.2, message="low's workers stopped")
+    wait_for(lambda: not job_pods(cluster, ns, "low"), 60, interval=0.2, message="low's workers gone")
+    # deleted with their grace period (SIGTERM: time for the trainer's checkpoint), never forced
+    assert graces.result(timeout=30) == {p["metadata"]["name"]: 30 for p in before}
     wait_phase(cluster, ns, "high", "Running", timeout=60)
     requeued = wl_condition(cluster, ns, "low", "Requeued")
     assert requeued is not None and requeued["status"] == "True" and requeued["reason"] == "Preempted", requeued
