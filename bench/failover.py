@@ -12,6 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
+from lepton_cluster.benchrun import local_cluster
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.jobs import (
     GROUP,
@@ -20,7 +21,6 @@ from lepton_cluster.jobs import (
     VERSION,
     create_job,
     custom,
-    install_crds,
     job_manifest,
     job_pods,
     live_pods,
@@ -83,22 +83,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
-    cluster = Cluster.from_env()
-    started = not cluster.is_ready()
-    if started:
-        cluster.up()
-    install_crds(cluster)
-    operator = OperatorProcess(cluster.kubeconfig, REPO / "run" / "bench")
-    operator.start()
-    ns = create_namespace(cluster, unique_name("bench-failover"))
-    try:
-        pod = [pod_failure_trial(cluster, ns, i) for i in range(args.trials)]
-        node = [node_loss_trial(cluster, ns, i) for i in range(args.trials)]
-    finally:
-        delete_namespace(cluster, ns)
-        operator.stop()
-        if started:
-            cluster.down()
+    with local_cluster() as cluster:
+        operator = OperatorProcess(cluster.kubeconfig, REPO / "run" / "bench")
+        operator.start()
+        ns = create_namespace(cluster, unique_name("bench-failover"))
+        try:
+            pod = [pod_failure_trial(cluster, ns, i) for i in range(args.trials)]
+            node = [node_loss_trial(cluster, ns, i) for i in range(args.trials)]
+        finally:
+            delete_namespace(cluster, ns)
+            operator.stop()
     write_results(RESULTS, {"pod_failure_to_running": pod, "node_not_ready_to_running": node})
 
 

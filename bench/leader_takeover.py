@@ -11,15 +11,13 @@ bench/results/leader-takeover.json. The defaults are the chart's.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
 
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
+from lepton_cluster.benchrun import holder_pid, leader_env, local_cluster, pid
 from lepton_cluster.cluster import Cluster
-from lepton_cluster.jobs import REPO, create_job, install_crds, job_manifest, live_pods
+from lepton_cluster.jobs import REPO, create_job, job_manifest, live_pods
 from lepton_cluster.operator import OperatorProcess
 from lepton_cluster.testing import create_namespace, delete_namespace, unique_name, wait_for
 from lepton_cluster.timings import write_results
@@ -28,29 +26,12 @@ RESULTS = Path(__file__).parent / "results" / "leader-takeover.json"
 LEASE = "lepton-operator-bench"
 
 
-def holder_pid(cluster: Cluster, ns: str) -> int:
-    """The pid in the holder identity `<hostname>_<pid>_<random>`, or -1."""
-    try:
-        lease = k8s.CoordinationV1Api(cluster.api_client).read_namespaced_lease(LEASE, ns)
-    except ApiException as exc:
-        if exc.status == 404:
-            return -1
-        raise
-    spec = lease.spec
-    parts = str((spec.holder_identity if spec else None) or "").split("_")
-    return int(parts[-2]) if len(parts) >= 3 else -1
-
-
-def pid(op: OperatorProcess) -> int:
-    return op.proc.pid if op.proc else -2
-
-
 def kill_the_leader(
     cluster: Cluster, ns: str, ops: list[OperatorProcess], job: str, retry: float
 ) -> tuple[float, float]:
     """SIGKILL the leader between two renewals, create a job; seconds until the standby holds the Lease and
     until the job's pods exist. The killed one starts again as the standby."""
-    found = wait_for(lambda: next((op for op in ops if pid(op) == holder_pid(cluster, ns)), None), 60, 0.05)
+    found = wait_for(lambda: next((op for op in ops if pid(op) == holder_pid(cluster, ns, LEASE)), None), 60, 0.05)
     assert found is not None
     leader: OperatorProcess = found
     standby = next(op for op in ops if op is not leader)
@@ -58,7 +39,7 @@ def kill_the_leader(
     killed = time.monotonic()
     leader.kill()
     create_job(cluster, ns, job_manifest(job, replicas=2, gpusPerReplica=0))
-    wait_for(lambda: holder_pid(cluster, ns) == pid(standby), 120, interval=0.05)
+    wait_for(lambda: holder_pid(cluster, ns, LEASE) == pid(standby), 120, interval=0.05)
     took_over = time.monotonic() - killed
     wait_for(lambda: len(live_pods(cluster, ns, job)) == 2, 60, interval=0.05)
     acted = time.monotonic() - killed
@@ -73,39 +54,25 @@ def main() -> None:
     parser.add_argument("--renew-deadline", type=float, default=10.0)
     parser.add_argument("--retry-period", type=float, default=2.0)
     args = parser.parse_args()
-    cluster = Cluster.from_env()
-    started = not cluster.is_ready()
-    if started:
-        cluster.up()
-    install_crds(cluster)
-    ns = create_namespace(cluster, unique_name("bench-leader"))
-    env = {
-        "LEPTON_NAMESPACES": json.dumps([ns]),
-        "LEPTON_LEADER_ELECTION": "true",
-        "LEPTON_LEADER_ELECTION_NAMESPACE": ns,
-        "LEPTON_LEADER_ELECTION_NAME": LEASE,
-        "LEPTON_LEASE_DURATION": str(args.lease_duration),
-        "LEPTON_RENEW_DEADLINE": str(args.renew_deadline),
-        "LEPTON_RETRY_PERIOD": str(args.retry_period),
-    }
-    run = REPO / "run" / "bench" / "leader"
-    ops = [OperatorProcess(cluster.kubeconfig, run / name, env=env) for name in ("a", "b")]
     takeover: list[float] = []
     acting: list[float] = []
-    try:
-        for op in ops:
-            op.start()
-        for i in range(args.kills):
-            t, a = kill_the_leader(cluster, ns, ops, f"after-{i}", args.retry_period)
-            takeover.append(t)
-            acting.append(a)
-            print(f"kill {i + 1}: lease taken over in {t:.2f}s, the new job's pods in {a:.2f}s", flush=True)
-    finally:
-        for op in ops:
-            op.stop()
-        delete_namespace(cluster, ns)
-        if started:
-            cluster.down()
+    with local_cluster() as cluster:
+        ns = create_namespace(cluster, unique_name("bench-leader"))
+        env = leader_env(ns, LEASE, args.lease_duration, args.renew_deadline, args.retry_period)
+        run = REPO / "run" / "bench" / "leader"
+        ops = [OperatorProcess(cluster.kubeconfig, run / name, env=env) for name in ("a", "b")]
+        try:
+            for op in ops:
+                op.start()
+            for i in range(args.kills):
+                t, a = kill_the_leader(cluster, ns, ops, f"after-{i}", args.retry_period)
+                takeover.append(t)
+                acting.append(a)
+                print(f"kill {i + 1}: lease taken over in {t:.2f}s, the new job's pods in {a:.2f}s", flush=True)
+        finally:
+            for op in ops:
+                op.stop()
+            delete_namespace(cluster, ns)
     write_results(
         RESULTS,
         {"lease_taken_over": takeover, "new_job_pods_created": acting},
