@@ -31,6 +31,7 @@ from lepton_cluster.jobs import (
     job_manifest,
     job_pods,
     live_pods,
+    patch_job,
     status,
     wait_phase,
 )
@@ -324,3 +325,25 @@ def test_the_example_is_admitted_on_its_flavor(cluster: Cluster, ns: str) -> Non
         delete_namespace(cluster, ns, wait=True)
         for d in (cq, flavor, wpc):
             cluster.kubectl("delete", f"{d['kind']}.{KUEUE}", d["metadata"]["name"], "--ignore-not-found")
+
+
+@pytest.mark.timeout(150)
+def test_suspending_a_queued_job_hands_its_quota_to_the_next_one(cluster: Cluster, ns: str, quota: Any) -> None:
+    quota(8)
+    create_job(cluster, ns, queued("first", replicas=2, gpusPerReplica=4))
+    wait_phase(cluster, ns, "first", "Running", timeout=60)
+    create_job(cluster, ns, queued("second", replicas=2, gpusPerReplica=4))
+    wait_for(lambda: (admitted(cluster, ns, "second") or {}).get("status") == "False", 30, interval=0.2)
+    patch_job(cluster, ns, "first", {"spec": {"suspend": True}})
+    wait_phase(cluster, ns, "first", "Suspended", timeout=30)
+    wait_phase(cluster, ns, "second", "Running", timeout=60)  # the quota went back with the Workload deactivated
+    assert (workload(cluster, ns, "first") or {})["spec"]["active"] is False
+    patch_job(cluster, ns, "first", {"spec": {"suspend": False}})
+
+    def queued_again() -> dict[str, Any] | None:
+        c = admitted(cluster, ns, "first")
+        return c if c and c["status"] == "False" and "quota" in c["message"] else None
+
+    wait_for(queued_again, 60, interval=0.2, message=lambda: f"first queued; {status(cluster, ns, 'first')}")
+    assert (workload(cluster, ns, "first") or {})["spec"]["active"] is True
+    assert not live_pods(cluster, ns, "first")

@@ -213,3 +213,13 @@ def test_a_pending_growth_slice_finishes_with_its_job() -> None:
     assert p.growth_status is not None and p.growth_status.name == workload_name(job, 1)
     assert cond(p.growth_status.status, "Finished")["status"] == "True"
     assert plan(job, running(job)[:3], seen).growth_status is None
+
+
+def test_a_suspended_job_deactivates_its_workload_and_a_resumed_one_activates_it() -> None:
+    job = queued(status={"replicas": 2, "launched": True}, suspend=True)
+    p = plan(job, running(job), view(job, wl_status(*ADMITTED)))
+    assert p.workload_active == (workload_name(job), False) and sorted(p.delete) == ["mnist-0-0", "mnist-0-1"]
+    resumed = queued(status=p.status.to_wire() if p.status else None)
+    inactive = KueueSeen(WorkloadView(workload_name(job), "6", wl_status(PENDING), 1, active=False))
+    assert plan(resumed, [], inactive).workload_active == (workload_name(job), True)
+    assert plan(queued(), [], view(job, wl_status(PENDING))).workload_active is None

@@ -116,11 +116,12 @@ tests/e2e (the operator runs every e2e scenario with this identity).
   verbs: ["create"]
 {{- if .Values.kueue.enabled }}
 # Kueue (kueue.enabled, docs/kueue.md): the Workload of each queued TrainingJob: list+watch (label-selected), created
-# once, owned by the job (deleted by the garbage collector); a merge-patch of its status (PodsReady, Finished,
-# reclaimablePods, the admission cleared once an evicted job's workers are gone), as Kueue's job framework does.
+# once, owned by the job (deleted by the garbage collector), patched only for spec.active (false while the job is
+# suspended: the quota goes back); a merge-patch of its status (PodsReady, Finished, reclaimablePods, the
+# admission cleared once an evicted job's workers are gone), as Kueue's job framework does.
 - apiGroups: ["kueue.x-k8s.io"]
   resources: ["workloads"]
-  verbs: ["list", "watch", "create"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["kueue.x-k8s.io"]
   resources: ["workloads/status"]
   verbs: ["patch"]

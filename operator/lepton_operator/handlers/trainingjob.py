@@ -175,6 +175,7 @@ class TrainingJobController(Controller):
             selector,
             tolerations,
             int(index) if index.isdigit() else 0,
+            (obj.get("spec") or {}).get("active", True) is not False,
         )
 
     def _on_node(self, kind: str, obj: dict[str, Any]) -> None:
@@ -349,6 +350,9 @@ class TrainingJobController(Controller):
         """Create the job's Kueue Workload, or store its new status (conditional: Kueue writes it too)."""
         if p.workload_create is not None:
             await self.kube.create(p.workload_create)
+        if p.workload_active is not None:
+            name, active = p.workload_active
+            await self.kube.patch(KUEUE_API, WORKLOADS, key[0], name, {"spec": {"active": active}})
         for w in (p.workload_status, p.growth_status):
             if w is not None and (patch := merge_patch(w.old, w.status)):
                 await self.kube.patch_status(KUEUE_API, WORKLOADS, key[0], w.name, patch, w.resource_version)

@@ -16,7 +16,9 @@ reconciler.go ReconcileGenericJob, v0.17.0; docs/kueue.md lists what is followed
 8. growth of an elastic job admitted below its target: a Workload slice (ElasticJobsViaWorkloadSlices,
    pkg/workloadslicing) asking for the target, created once every worker runs and the scale-up cooldown is
    over; the job keeps running on the old slice meanwhile; when Kueue admits the new slice (and finishes the old
-   one, reason WorkloadSliceReplaced) the job starts a Resized epoch at the new size, not counted as a restart.
+   one, reason WorkloadSliceReplaced) the job starts a Resized epoch at the new size, not counted as a restart;
+9. suspension (spec.suspend, a spent budget): the Workload is deactivated (spec.active=false) so the quota goes
+   back; resumed, it is activated and queues again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from ..builders.workload import POD_SET, admit, workload
+from ..constants import COND_SUSPENDED
 from ..timestamps import rfc3339, seconds_since
 from .plan import Plan
 from .status import TERMINAL, JobPass
@@ -50,6 +53,7 @@ class WorkloadView:
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     slice_index: int = 0
+    active: bool = True  # spec.active: False while the job is suspended (Kueue evicts it, reason Deactivated)
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,8 @@ def gate(p: JobPass, current: list[PodView]) -> tuple[bool, int | None]:
     if view is None:
         p.plan.workload_create = workload(p.job, seen.priority)
         return _wait(p, live, *pending_reason(None))
-    if is_true(view.status, "Evicted"):
+    if is_true(view.status, "Evicted") and (view.status.get("admission") or live):
+        # until the admission is handed back (then Kueue's Evicted stays True while the Workload queues again)
         c = condition(view.status, "Evicted") or {}
         reason, message = str(c.get("reason") or "Evicted"), str(c.get("message") or "evicted by Kueue")
         p.cond(COND_ADMITTED, False, f"Evicted{reason}", f"evicted by Kueue ({reason}): {message}", warning=True)
@@ -219,6 +224,17 @@ def workload_status(p: JobPass, current: list[PodView], now: datetime) -> Worklo
     if new == old:
         return None
     return WorkloadWrite(view.name, view.resource_version, old, new)
+
+
+def active(p: JobPass) -> tuple[str, bool] | None:
+    """A suspended job (spec.suspend or a spent budget) deactivates its Workload, so Kueue evicts it and the quota
+    goes to others (reason Deactivated, the eviction path above); resumed, the Workload is active and queues again."""
+    seen = p.seen.kueue
+    view = seen.workload if seen else None
+    if view is None:
+        return None
+    want = not any(c.type == COND_SUSPENDED and c.status == "True" for c in p.status.conditions or [])
+    return (view.name, want) if want != view.active else None
 
 
 def growth_status(p: JobPass, now: datetime) -> WorkloadWrite | None:

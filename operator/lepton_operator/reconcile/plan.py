@@ -39,6 +39,7 @@ class Plan:
     workload_create: dict[str, Any] | None = None  # the Kueue Workload of a queued job, to create (reconcile/kueue.py)
     workload_status: WorkloadWrite | None = None  # the Kueue Workload's new status, to store
     growth_status: WorkloadWrite | None = None  # a pending growth slice finished with its job, to store
+    workload_active: tuple[str, bool] | None = None  # a Workload's spec.active to set: (name, active)
 
     def requeue(self, seconds: float) -> None:
         self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)

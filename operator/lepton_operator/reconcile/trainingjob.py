@@ -41,6 +41,7 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
     if seen.kueue is not None:
         result.workload_status = kueue.workload_status(p, current, now)
         result.growth_status = kueue.growth_status(p, now)
+        result.workload_active = kueue.active(p)
     return kueue.place(result, seen.kueue)
 
 
