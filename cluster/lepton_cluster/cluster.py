@@ -232,7 +232,7 @@ class Cluster:
     def status(self) -> dict[str, ComponentStatus]:
         out = {}
         pids = self._pidfile_pids()
-        for name in ORDER:
+        for name in (*ORDER, *([kueue.NAME] if kueue.NAME in pids else [])):  # kueue: only when it was started
             pid = pids.get(name)
             running = pid is not None and _proc_alive(pid) and self._is_ours(pid)
             out[name] = ComponentStatus(name, pid, running, _rss_mib(pid) if running and pid else None)
