@@ -41,10 +41,10 @@ cluster-down: venv
 operator: venv ## run the operator against $$KUBECONFIG in the foreground
 	$(PY) -m lepton_operator
 
-demo: deps venv cluster-build ## train a real model: control plane, operator, process node, digits job (docs/demo.md)
+demo: deps venv cluster-build ## train and serve a real model: cluster with real nodes, images, helm install, digits job, InferenceService (docs/demo.md)
 	@$(PY) -m lepton_cluster.demo
 
-demo-down: venv ## stop the demo's node agent (and its pods) and the control plane
+demo-down: venv ## stop the control plane and its real nodes (nothing of the demo is left)
 	@$(PY) -m lepton_cluster.demo down
 
 unit: venv

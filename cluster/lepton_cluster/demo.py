@@ -1,9 +1,11 @@
 """`make demo`: train a real model through the whole path on this machine (docs/demo.md).
 
-control plane up (reused when running) -> CRDs -> the operator (with the Helm chart's identity) -> the
-process node agent -> the 2-worker digits TrainingJob of examples/trainingjob-digits-process.yaml on it,
-with checkpoints in a fresh folder under run/demo/ -> `kubectl get tj` as it trains -> the result.
-The cluster, the node agent and the finished job stay up for a look around; `make demo-down` removes them.
+control plane and its 2 real nodes up (reused when running) -> the images built and loaded into the nodes
+-> CRDs -> `helm install` of the chart: the operator as a pod on a real node -> the 2-worker digits
+TrainingJob of examples/trainingjob-digits-real.yaml, one worker per real node, with checkpoints in a fresh
+folder under run/demo/ -> `kubectl get tj` as it trains -> an InferenceService of the trained model -> a
+prediction. The cluster, the release and the finished job stay up for a look around; `make demo-down`
+removes everything.
 """
 
 from __future__ import annotations
@@ -19,15 +21,14 @@ from typing import Any
 import yaml
 from lepton_operator.builders.trainingjob import checkpoint_folder
 
-from .chart import operator_kubeconfig
 from .cluster import Cluster, KubectlError
+from .incluster import install_operator, load_images, release_values
 from .jobs import REPO, install_crds
-from .operator import OperatorProcess
-from .procnode.process import NodeAgentProcess
-from .procnode.settings import RUNTIME_TOLERATION
+from .realnode.plan import RUNTIME_LABEL, RUNTIME_TOLERATION
 from .testing import create_namespace, delete_namespace, wait_for
 
 NAMESPACE = "demo"
+RELEASE, RELEASE_NAMESPACE = "lepton", "lepton-system"
 JOB = "digits"
 RUN = REPO / "run" / "demo"
 MIN_ACCURACY = 0.95
@@ -38,7 +39,7 @@ def say(msg: str) -> None:
 
 
 def job_manifest(checkpoints: Path) -> dict[str, Any]:
-    manifest: dict[str, Any] = yaml.safe_load((REPO / "examples" / "trainingjob-digits-process.yaml").read_text())
+    manifest: dict[str, Any] = yaml.safe_load((REPO / "examples" / "trainingjob-digits-real.yaml").read_text())
     manifest["spec"]["checkpoint"]["volume"]["hostPath"] = str(checkpoints)
     return manifest
 
@@ -102,8 +103,8 @@ def explain_failed_job(cluster: Cluster, status: dict[str, Any]) -> None:
 
 
 def isvc_manifest() -> dict[str, Any]:
-    """One CPU replica of the trained model on the process node (tolerates its taint; the kwok nodes all
-    carry the GPU taint, so a `gpus: 0` server lands on local-0)."""
+    """One CPU replica of the trained model on a real node: it tolerates their taint, and every kwok node
+    carries the GPU taint, so a `gpus: 0` server lands on a real node."""
     return {
         "apiVersion": "lepton.ai/v1alpha1",
         "kind": "InferenceService",
@@ -123,7 +124,7 @@ def serve(cluster: Cluster, timeout: float = 180.0) -> None:
     """Serve the export with an InferenceService and print a prediction for a held-out digit."""
     from sklearn.datasets import load_digits
 
-    say(f"InferenceService {JOB}: the trained model, served on local-0")
+    say(f"InferenceService {JOB}: the trained model, served from the trainer image on a real node")
     cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(isvc_manifest()))
 
     def ready_ip() -> str | None:
@@ -159,73 +160,62 @@ def serve(cluster: Cluster, timeout: float = 180.0) -> None:
 
 def up(timeout: float) -> int:
     cluster = Cluster.from_env()
-    say("control plane (reused when it is running)")
+    say("control plane and real nodes (reused when running)")
     cluster.up()
-    say("CRDs")
+    if not cluster.real_node_names:
+        say("FAILED: the demo runs on the real nodes; they are off (LEPTON_REAL_NODES=0?)")
+        return 1
+    print(cluster.kubectl("get", "nodes", "-L", RUNTIME_LABEL).stdout, flush=True)
+    say("images: build (cached) and load into the real nodes' containerd")
+    load_images(cluster, say=say)
+    say("CRDs (kubectl apply --server-side -f crds/)")
     install_crds(cluster)
     RUN.mkdir(parents=True, exist_ok=True)
-    agent = NodeAgentProcess(cluster.config, "local-0", log_path=RUN / "node-agent.log")
-    if agent.running_pid() is None:
-        say(f"process node agent local-0 (log {agent.log_path})")
-        agent.start(detach=True)
-    else:
-        say("process node agent local-0 already running")
-    wait_for(lambda: cluster.node_ready(cluster.kubectl_json("get", "node", "local-0")), 30, message="local-0 Ready")
-    print(cluster.kubectl("get", "nodes", "-L", "lepton.ai/runtime").stdout, flush=True)
-
     say(f"namespace {NAMESPACE} (fresh)")
     delete_namespace(cluster, NAMESPACE, wait=True, timeout=120)
     create_namespace(cluster, NAMESPACE)
-    identity = operator_kubeconfig(cluster, RUN / "operator.kubeconfig")
-    # The job's checkpoints: a hostPath under run/demo/ on the process node, the only folder allowed.
-    env = {"LEPTON_NAMESPACES": json.dumps([NAMESPACE]), "LEPTON_ALLOWED_HOSTPATH_PREFIXES": json.dumps([str(RUN)])}
-    operator = OperatorProcess(identity, RUN, env=env)
-    say(f"operator, with the Helm chart's ServiceAccount (log {operator.log_path})")
-    operator.start()
-    try:
-        checkpoints = RUN / f"checkpoints-{time.strftime('%Y%m%d-%H%M%S')}"
-        checkpoints.mkdir(parents=True)
-        say(f"TrainingJob {JOB}: 2 CPU workers on local-0, checkpoints in {checkpoints}")
-        cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(job_manifest(checkpoints)))
-        status = watch_job(cluster, timeout)
-        print(cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide").stdout, flush=True)
-        if status.get("phase") != "Succeeded":
-            explain_failed_job(cluster, status)
-            say(f"FAILED: TrainingJob {JOB} is {status.get('phase')}")
-            return 1
-        result = rank0_result(cluster, int(status.get("restartEpoch") or 0))
-        say(f"rank 0's termination message: {json.dumps(result)}")
-        accuracy = float((status.get("progress") or {}).get("testAccuracy") or result.get("testAccuracy") or 0)
-        if accuracy < MIN_ACCURACY:
-            say(f"FAILED: test accuracy {accuracy} is below {MIN_ACCURACY}")
-            return 1
-        mount = job_manifest(checkpoints)["spec"]["checkpoint"]["path"]
-        job_meta = cluster.kubectl_json("get", "tj", JOB, "-n", NAMESPACE)["metadata"]
-        folder = checkpoints / checkpoint_folder(job_meta)  # the job's own folder of the volume
-        export = str(result.get("exportPath") or "").replace(mount, str(folder), 1)
-        say(f"trained for real: test accuracy {accuracy:.4f}; model exported to {export}")
-        serve(cluster)
-    finally:
-        operator.stop()
-    say("look around: export KUBECONFIG=" + str(cluster.kubeconfig))
-    say(f"  kubectl get tj,pods -n {NAMESPACE}; logs in {agent.state_dir}/pods/<uid>/containers/*/*/log")
+    # The job's checkpoints: a hostPath under run/demo/ (the only folder the release allows), writable by
+    # the workers' user as a shared checkpoint volume's root must be (docs/deploy.md).
+    say(f"helm install {RELEASE} charts/lepton-operator -n {RELEASE_NAMESPACE}: the operator as a pod")
+    values = release_values([NAMESPACE], [str(RUN)])
+    install_operator(cluster, RELEASE, RELEASE_NAMESPACE, values, workdir=RUN)
+    selector = "app.kubernetes.io/component=operator"
+    print(cluster.kubectl("get", "pods", "-n", RELEASE_NAMESPACE, "-l", selector, "-o", "wide").stdout, flush=True)
+    checkpoints = RUN / f"checkpoints-{time.strftime('%Y%m%d-%H%M%S')}"
+    checkpoints.mkdir(parents=True)
+    checkpoints.chmod(0o1777)
+    say(f"TrainingJob {JOB}: 2 CPU workers from the trainer image, one per real node; checkpoints in {checkpoints}")
+    cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(job_manifest(checkpoints)))
+    status = watch_job(cluster, timeout)
+    print(cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide").stdout, flush=True)
+    if status.get("phase") != "Succeeded":
+        explain_failed_job(cluster, status)
+        say(f"FAILED: TrainingJob {JOB} is {status.get('phase')}")
+        return 1
+    result = rank0_result(cluster, int(status.get("restartEpoch") or 0))
+    say(f"rank 0's termination message: {json.dumps(result)}")
+    accuracy = float((status.get("progress") or {}).get("testAccuracy") or result.get("testAccuracy") or 0)
+    if accuracy < MIN_ACCURACY:
+        say(f"FAILED: test accuracy {accuracy} is below {MIN_ACCURACY}")
+        return 1
+    mount = job_manifest(checkpoints)["spec"]["checkpoint"]["path"]
+    job_meta = cluster.kubectl_json("get", "tj", JOB, "-n", NAMESPACE)["metadata"]
+    folder = checkpoints / checkpoint_folder(job_meta)  # the job's own folder of the volume
+    export = str(result.get("exportPath") or "").replace(mount, str(folder), 1)
+    say(f"trained for real: test accuracy {accuracy:.4f}; model exported to {export}")
+    serve(cluster)
+    say("look around: export KUBECONFIG=" + str(cluster.kubeconfig) + f"; PATH={cluster.config.bin_dir}:$PATH")
+    say(f"  kubectl get tj,lisvc,pods -n {NAMESPACE} -o wide; kubectl logs -n {NAMESPACE} -l lepton.ai/job-name={JOB}")
+    say(f"  kubectl logs -n {RELEASE_NAMESPACE} deploy/{RELEASE}-lepton-operator   # the operator")
     say("clean up: make demo-down")
     return 0
 
 
 def down() -> int:
-    """Node agent (its pods' processes, namespaces, bridge), then the control plane; 1 if anything is left."""
+    """The control plane with its real nodes (every process, mount, link and folder); 1 if anything is left."""
     cluster = Cluster.from_env()
-    try:
-        NodeAgentProcess(cluster.config, "local-0").down()
-        agent_left = ""
-    except AssertionError as e:
-        agent_left = str(e)
     for line in cluster.down():
         say(line)
-    if agent_left:
-        say(f"FAILED: {agent_left}")
-        return 1
     say("nothing of the demo is left running")
     return 0
 
