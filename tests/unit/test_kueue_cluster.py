@@ -63,3 +63,17 @@ def test_argv_bind_mounts_the_metrics_certs_in_a_private_mount_namespace() -> No
     assert argv[:3] == ["unshare", "--mount", "--propagation=private"]
     assert "/run/c/kueue/metrics-certs" in argv and "/bin/kueue" in argv
     assert "--kubeconfig=/run/c/kueue.kubeconfig" in argv
+
+
+def test_kueue_is_started_only_when_asked() -> None:
+    from lepton_cluster.config import ClusterConfig
+
+    assert ClusterConfig.from_env({}).kueue is False
+    assert ClusterConfig.from_env({"LEPTON_KUEUE": "1"}).kueue is True
+    assert ClusterConfig.from_env({"LEPTON_KUEUE": "0"}).kueue is False
+    assert ClusterConfig.from_env({}, kueue=True).kueue is True
+
+
+def test_workload_slices_are_on_and_the_visibility_server_off() -> None:
+    gates = kueue.configuration(kueue.KueuePorts.for_offset(0), Path("/c"))["featureGates"]
+    assert gates == {"VisibilityOnDemand": False, "ElasticJobsViaWorkloadSlices": True}
