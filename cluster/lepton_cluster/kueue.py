@@ -8,7 +8,8 @@ and the start/stop of the process. Kueue binds nothing but loopback and runs as 
 Two things the upstream Deployment gets from its pod that a host process must supply:
 - the metrics server reads its certificate from the fixed path /etc/kueue/metrics/certs (when Kueue's own
   cert management is off, cmd/kueue/main.go): the process runs in a private mount namespace where that
-  path is a bind mount of this cluster's copy, so clusters side by side never share a file;
+  path is a bind mount of this cluster's copy, so clusters side by side never share a file (the empty mount
+  point is made on the host once);
 - the namespace `kueue-system` (Configuration.namespace) exists.
 """
 
