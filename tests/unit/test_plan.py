@@ -57,6 +57,16 @@ def test_gang_is_not_running_until_every_worker_runs() -> None:
     assert wire(p)["phase"] == "Pending" and wire(p)["ready"] == "1/2"
 
 
+def test_a_worker_finishing_before_its_peers_leaves_the_job_running() -> None:
+    """Seen in `make demo`: rank 1 exited 0 a second before rank 0, and the job showed Pending 1/2."""
+    job = make_job()
+    first = plan(job, running(job), True, NOW)
+    later = plan(make_job(status=first.status), [pod(job, 0, 0), pod(job, 0, 1, "Succeeded")], True, NOW)
+    assert later.status is not None and wire(later)["phase"] == "Running" and wire(later)["ready"] == "1/2"
+    never_ran = plan(job, [pod(job, 0, 0, "Pending"), pod(job, 0, 1, "Succeeded")], True, NOW)
+    assert wire(never_ran)["phase"] == "Pending"
+
+
 def test_unschedulable_pod_is_reported_with_the_schedulers_message() -> None:
     job = make_job()
     msg = "0/8 nodes are available: 8 Insufficient nvidia.com/gpu."

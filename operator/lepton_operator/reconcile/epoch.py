@@ -35,7 +35,9 @@ def run(p: JobPass, current: list[PodView], world: int, ignored: set[int]) -> Pl
     ready = sum(1 for q in current if q.phase == "Running" and q.ready and not q.deleting and q.rank < world)
     st.ready_replicas, st.ready = ready, ready_summary(ready, world)
     waiting = _scheduled(p, current, world)
-    if ready + len(ignored) >= world:
+    # a worker that finished first (exit 0) while its peers still run keeps a running job Running
+    done = sum(1 for q in current if q.phase == "Succeeded" and not q.deleting and q.rank < world)
+    if ready + len(ignored) >= world or (is_true(p.conditions, COND_RUNNING) and ready + done + len(ignored) >= world):
         _running(p, world)
     else:
         p.drop(COND_RUNNING, "WaitingForWorkers", f"{ready}/{world} workers running")
