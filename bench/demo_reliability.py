@@ -6,7 +6,7 @@ Each run clones `--source` (default: this checkout) into a new folder at the HEA
 between /tmp and another place (/var/tmp), runs `make demo` there exactly as a newcomer would (its own
 virtualenv; the built binaries come from the shared cache, ~/.cache/lepton-operator, as for any clone),
 then `make demo-down`, then looks for anything of that clone still on the machine: processes whose
-command line or working folder is inside the clone, network namespaces and links of the process node,
+command line or working folder is inside the clone, network namespaces, links and routes of the real nodes,
 mounts under the clone. Slow (a few minutes a run): not part of CI. Only stdlib: runs with any python3.
 
 Writes bench/results/demo-reliability.json and prints one line a run and a summary.
@@ -65,7 +65,7 @@ def leftovers(clone: Path) -> list[str]:
     found += [f"netns {n.split()[0]}" for n in netns if n.startswith("lp-")]
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()
     names = [ln.split(":")[1].strip().split("@")[0] for ln in links]
-    found += [f"link {n}" for n in names if n.startswith(("lpbr-", "lep"))]  # process node, real nodes
+    found += [f"link {n}" for n in names if n.startswith(("lpbr-", "lep"))]  # the old process node's, real nodes'
     routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
     found += [f"route {r}" for r in routes.splitlines() if "198.18." in r or "198.19." in r]
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()

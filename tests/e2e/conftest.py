@@ -43,7 +43,7 @@ def operator_identity(cluster: Cluster) -> Iterator[Path]:
 
 def operator_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Only this session's namespaces (other sessions sharing the cluster run operators of their own); hostPath
-    volumes under the folders the tests use: the repo's run/ and pytest's tmp dirs (process node), and the
+    volumes under the folders the tests use: the repo's run/ and pytest's tmp dirs (real nodes), and the
     kwok nodes' simulated paths of the examples and serving tests."""
     allowed = [str(REPO / "run"), str(tmp_path_factory.getbasetemp()), "/var/lib/lepton", "/srv/models"]
     return {

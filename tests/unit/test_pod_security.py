@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
-from lepton_cluster.procnode.podspec import container_launch
 from lepton_operator.api.inferenceservice import InferenceService
 from lepton_operator.builders.inferenceservice import ModelMount, pod_template
 from lepton_operator.builders.trainingjob import worker_pod
@@ -41,15 +39,6 @@ def test_pods_are_restricted_and_carry_no_api_token(spec: dict[str, Any]) -> Non
     assert spec["securityContext"] == RESTRICTED_POD
     assert spec["automountServiceAccountToken"] is False
     assert [c["securityContext"] for c in spec["containers"]] == [RESTRICTED_CONTAINER]
-
-
-def test_the_process_node_runs_a_restricted_worker_ignoring_its_security_context(tmp_path: Path) -> None:
-    """The process node runs every pod as root on the host: it neither enforces nor chokes on these fields."""
-    pod = worker_pod(make_job(), 0, 0, 2)
-    launch = container_launch(
-        pod, pod["spec"]["containers"][0], {}, {}, python_bin=tmp_path, termination_file=tmp_path / "t", gpus=[]
-    )
-    assert launch.name == "trainer" and launch.env["PET_NNODES"] == "2:2"
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The plan of the real nodes: names, addresses, ports, folders and cgroups (pure, no I/O).
 
-Address plan (RFC 2544 range 198.18.0.0/15; the process node keeps 198.18.0.0/24):
+Address plan (RFC 2544 range 198.18.0.0/15):
 198.19.0.0/16 is cut into 16 blocks of /20, one per cluster *slot* (`LEPTON_PORT_OFFSET // 1000`
 by default, so a second cluster beside the first gets its own block). Within a slot's /20, node i
 owns the i+1-th /24: the node's InternalIP is its .1 (on the node's own bridge) and its pods get
