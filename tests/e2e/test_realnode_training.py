@@ -280,3 +280,35 @@ def test_a_killed_worker_restarts_the_epoch_and_resumes_from_the_checkpoint(
             }
         )
     )
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_over_its_memory_limit_is_oomkilled_by_the_cgroup(
+    cluster: Cluster, namespace: str, operator: object, trainer_image: str
+) -> None:
+    """The kubelet's cgroup enforces resources.memory: the kernel kills the worker, the container ends
+    OOMKilled (137), and the operator classifies it so (lastFailure.reason); with no restarts left, Failed."""
+    ns = namespace
+    hog = "import time; chunks = []\nwhile True:\n    chunks.append(bytearray(32 << 20)); time.sleep(0.01)"
+    manifest: dict[str, Any] = {
+        "apiVersion": "lepton.ai/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "hog"},
+        "spec": {
+            "image": "localhost/lepton-trainer:dev",
+            "command": ["python", "-c", hog],
+            "replicas": 1,
+            "gpusPerReplica": 0,
+            "resources": {"cpu": "500m", "memory": "256Mi"},
+            "nodeSelector": {RUNTIME_LABEL: RUNTIME_VALUE},
+            "tolerations": [RUNTIME_TOLERATION],
+            "failurePolicy": {"maxRestarts": 0},
+        },
+    }
+    create_job(cluster, ns, manifest)
+    st = wait_phase(cluster, ns, "hog", "Failed", timeout=180)
+    failure = st["lastFailure"]
+    assert (failure["reason"], failure["exitCode"]) == ("OOMKilled", 137), failure
+    pod = pod_json(cluster, ns, failure["pod"])
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "OOMKilled", pod["status"]
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == "256Mi"
