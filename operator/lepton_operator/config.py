@@ -76,6 +76,11 @@ class OperatorConfig(BaseSettings):
         description="Act as Kueue's integration for TrainingJobs labelled kueue.x-k8s.io/queue-name: a Workload per "
         "job, no worker before Kueue admits it (docs/kueue.md). Needs Kueue's CRDs and the chart's kueue RBAC.",
     )
+    kueue_workload_slices: bool = Field(
+        default=False,
+        description="Grow elastic TrainingJobs admitted below their target with Kueue Workload slices. Only with "
+        "Kueue's ElasticJobsViaWorkloadSlices feature gate on: without it a slice is a second Workload of its own.",
+    )
     leader_election: bool = Field(
         default=False, description="Elect a leader among replicas on a Lease; only the leader reconciles."
     )

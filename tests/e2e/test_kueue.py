@@ -58,6 +58,7 @@ def kueue_operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess]:
     env = {
         "LEPTON_NAMESPACES": json.dumps([f"{NS_PREFIX}-*"]),
         "LEPTON_KUEUE_INTEGRATION": "true",
+        "LEPTON_KUEUE_WORKLOAD_SLICES": "true",  # the local Kueue runs with ElasticJobsViaWorkloadSlices
         "LEPTON_ALLOWED_HOSTPATH_PREFIXES": json.dumps(["/var/lib/lepton"]),
     }
     proc = OperatorProcess(path, REPO / "run" / "e2e-kueue", env=env)

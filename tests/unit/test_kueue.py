@@ -53,7 +53,7 @@ PENDING = (
 
 
 def view(job: TrainingJob, status: dict[str, Any], **kw: Any) -> KueueSeen:
-    return KueueSeen(WorkloadView(workload_name(job), "5", status, 1, **kw))
+    return KueueSeen(WorkloadView(workload_name(job), "5", status, 1, **kw), slices=True)
 
 
 def plan(job: TrainingJob, pods: list[PodView], seen: KueueSeen | None) -> Plan:
@@ -176,6 +176,8 @@ def test_an_elastic_job_admitted_below_target_asks_for_a_growth_slice_after_the_
     assert grow["spec"]["podSets"][0]["count"] == 4 and "minCount" not in grow["spec"]["podSets"][0]
     cooling = plan(elastic(epochStartTime="2026-11-23T11:59:50Z"), pods, view(job, wl_status(*ADMITTED, count=3)))
     assert cooling.workload_create is None and cooling.requeue_after is not None
+    no_gate = KueueSeen(view(job, wl_status(*ADMITTED, count=3)).workload, slices=False)
+    assert plan(job, pods, no_gate).workload_create is None  # without Kueue's slices gate: never a second Workload
 
 
 def test_a_pending_growth_slice_is_reported_and_not_asked_for_twice() -> None:

@@ -150,10 +150,11 @@ class TrainingJobController(Controller):
         ]
         replaced_at = max((t for w in ours if (t := _replaced_at(w))), default=None)
         views = sorted([await self._workload_view(w) for w in ours if not _replaced_at(w)], key=lambda v: v.slice_index)
+        slices = self.config.kueue_workload_slices
         if not views:
-            return KueueSeen(None, priority, replaced_at=replaced_at)
+            return KueueSeen(None, priority, replaced_at=replaced_at, slices=slices)
         # a newer slice: pending, or admitted while Kueue has not finished the one it replaces yet
-        return KueueSeen(views[0], priority, views[1] if len(views) > 1 else None, replaced_at)
+        return KueueSeen(views[0], priority, views[1] if len(views) > 1 else None, replaced_at, slices)
 
     async def _workload_view(self, obj: dict[str, Any]) -> WorkloadView:
         status = obj.get("status") or {}

@@ -65,6 +65,7 @@ class KueueSeen:
     priority: int | None = None
     growth: WorkloadView | None = None  # a newer slice, not admitted yet, asking for the target size
     replaced_at: str | None = None  # when Kueue last finished a slice of the job as replaced (WorkloadSliceReplaced)
+    slices: bool = False  # grow with Workload slices (Kueue's ElasticJobsViaWorkloadSlices gate is on)
 
 
 @dataclass
@@ -152,7 +153,7 @@ def gate(p: JobPass, current: list[PodView]) -> tuple[bool, int | None]:
 def _grow(p: JobPass, view: WorkloadView, live: list[PodView], world: int) -> None:
     """Ask Kueue for the target size with a new slice, once every worker runs and the cooldown is over."""
     seen, target = p.seen.kueue, p.job.spec.target_size
-    if seen is None or seen.growth is not None or world >= target or p.job.spec.min_size >= target:
+    if seen is None or not seen.slices or seen.growth is not None or world >= target or p.job.spec.min_size >= target:
         return
     if len(live) < world or not all(q.phase == "Running" for q in live):
         return
