@@ -178,6 +178,7 @@ def main() -> None:
     parser.add_argument("--lease-duration", type=float, default=15.0)
     parser.add_argument("--renew-deadline", type=float, default=10.0)
     parser.add_argument("--retry-period", type=float, default=2.0)
+    parser.add_argument("--slow", type=float, default=1.0, help="seconds added to every request in the slow drill")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     random.seed(7)
@@ -235,9 +236,9 @@ def main() -> None:
             finally:
                 stop.set()
                 storm.join(30)
-            proxy.delay = 1.0
+            proxy.delay = args.slow
             try:
-                d.drill("apiserver_slowed_1s_per_request", lambda: None)
+                d.drill(f"apiserver_slowed_{args.slow:g}s_per_request", lambda: None)
             finally:
                 proxy.delay = 0.0
             t0 = time.monotonic()

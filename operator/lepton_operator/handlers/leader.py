@@ -104,7 +104,7 @@ class LeaderElector:
             async with asyncio.timeout(seconds):
                 return await self._acquire_or_renew()
         except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("leader election: %s: %s", self.me, exc or type(exc).__name__)
+            log.warning("leader election: %s: %s", self.me, str(exc) or type(exc).__name__)  # a timeout says nothing
             return False
 
     async def _acquire_or_renew(self) -> bool:
