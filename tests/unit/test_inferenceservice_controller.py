@@ -81,11 +81,19 @@ async def test_api_errors_back_off_exponentially_like_a_trainingjobs() -> None:
     assert [await ctl.reconcile(KEY) for _ in range(3)] == [1.0, 2.0, 4.0]
 
 
+async def test_conflicts_are_retried_soon_and_still_back_off() -> None:
+    """A storm of writes conflicts pass after pass: 0.1 s, then doubling (bench/chaos.py's 409 drill)."""
+    kube = FakeKube()
+    ctl = controller(kube, isvc({"modelPath": "/models/digits"}))
+    kube.stored[KEY]["metadata"]["resourceVersion"] = "9"  # the index stays behind
+    assert [await ctl.reconcile(KEY) for _ in range(4)] == [0.1, 0.2, 0.4, 0.8]
+
+
 async def test_the_status_write_is_conditional_on_the_version_planned_from() -> None:
     kube = FakeKube()
     ctl = controller(kube, isvc({"modelPath": "/models/digits"}))
     kube.stored[KEY]["metadata"]["resourceVersion"] = "9"  # changed since the index saw it
-    assert await ctl.reconcile(KEY) == 1.0  # Conflict: planned again, from the newer version
+    assert await ctl.reconcile(KEY) == 0.1  # Conflict: planned again soon, from the newer version
     assert "status" not in kube.stored[KEY]
     ctl.idx.isvcs.put(KEY, KEY[1], copy.deepcopy(kube.stored[KEY]))
     assert await ctl.reconcile(KEY) is None
