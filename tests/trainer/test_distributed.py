@@ -106,6 +106,24 @@ def test_killed_worker_resumes_from_last_checkpoint(tmp_path: Path, agents: list
     assert isinstance(result["testAccuracy"], float) and result["testAccuracy"] >= GOAL
 
 
+@pytest.mark.timeout(200)
+def test_a_worker_whose_peer_dies_reports_the_peer_lost(tmp_path: Path, agents: list[Agent]) -> None:
+    """As in operator pods (no in-place restarts): rank 1 killed -> rank 0's collective breaks -> it exits 1
+    with `peerLost: true` in its termination message, so the operator restarts the epoch instead of failing
+    the job on exit code 1 (reconcile/failover.py)."""
+    port = free_port()
+    args = train_args(tmp_path, "--step-sleep", "0.005")
+    a = start(agents, tmp_path, "a", "2", port, args, max_restarts=0)
+    b = start(agents, tmp_path, "b", "2", port, args, max_restarts=0)
+    wait_for(lambda: (p := a.progress() or b.progress()) and (p.get("step") or 0) >= 20, 120, message=a.tail)
+    pid = wait_for(lambda: a.workers().get(1) or b.workers().get(1), 10, message="rank 1's pid")
+    survivor = b if b.workers().get(0) else a
+    os.kill(pid, signal.SIGKILL)
+    assert survivor.wait(120) != 0, survivor.tail()
+    result = survivor.result()
+    assert result is not None and result["state"] == "Failed" and result["peerLost"] is True, (result, survivor.tail())
+
+
 @pytest.mark.timeout(240)
 def test_elastic_scale_up_from_two_to_three(tmp_path: Path, agents: list[Agent]) -> None:
     port = free_port()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from lepton_trainer import contract, progress_file, reporting
 from lepton_trainer.progress import ProgressServer
+from lepton_trainer.result import peer_lost
 
 from .support import free_port, wait_for
 
@@ -126,3 +127,20 @@ def test_the_forked_server_serves_what_a_script_writes(tmp_path: Path) -> None:
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+@pytest.mark.parametrize(
+    ("exc", "lost"),
+    [
+        (
+            RuntimeError("[gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:22740: Connection reset by peer."),
+            True,
+        ),
+        (RuntimeError("[pair.cc:534] Connection closed by peer [198.19.17.6]:41234"), True),
+        (type("DistNetworkError", (RuntimeError,), {})("store went away"), True),
+        (ValueError("bad batch shape"), False),
+        (RuntimeError("CUDA out of memory"), False),
+    ],
+)
+def test_peer_lost_tells_a_vanished_peer_from_the_workers_own_error(exc: BaseException, lost: bool) -> None:
+    assert peer_lost(exc) is lost

@@ -189,3 +189,19 @@ def test_tolerations() -> None:
     assert tolerates([{"key": "x", "value": "y", "effect": "NoSchedule"}], ("x", "y", "NoSchedule"))
     assert not tolerates([{"key": "x", "value": "z"}], ("x", "y", "NoSchedule"))
     assert not tolerates([{"key": "x", "operator": "Exists", "effect": "NoExecute"}], ("x", "", "NoSchedule"))
+
+
+def test_a_worker_failing_because_its_peer_vanished_restarts_the_epoch_counted() -> None:
+    """Exit 1 with the trainer's `peerLost` (a node lost under its peer): RestartJob, not FailJob; counted, so a
+    peer's own bug that is never seen first still ends the job after maxRestarts."""
+    from lepton_operator.reconcile.failover import classify
+    from lepton_operator.reconcile.views import PodView
+
+    def worker(message: str) -> PodView:
+        return PodView(name="j-0-0", epoch=0, rank=0, phase="Failed", exit_code=1, message=message)
+
+    lost = classify(worker('{"state":"Failed","error":"RuntimeError: Connection reset by peer","peerLost":true}'))
+    assert (lost.action.value, lost.counts, lost.reason) == ("RestartJob", True, "PeerLost")
+    own = classify(worker('{"state":"Failed","error":"ValueError: bad batch","peerLost":false}'))
+    assert (own.action.value, own.reason) == ("FailJob", "WorkerFailed")
+    assert classify(worker("peerLost true, as plain text")).action.value == "FailJob"

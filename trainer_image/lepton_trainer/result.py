@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,23 @@ from lepton_trainer import contract
 log = logging.getLogger(__name__)
 
 MAX_BYTES = 4096
+
+#: torch.distributed's own errors for a broken peer connection or store (by name: no torch import here)
+PEER_ERRORS = frozenset({"DistNetworkError", "DistStoreError"})
+#: what gloo and NCCL say when a peer vanished mid-collective (gloo raises a plain RuntimeError)
+PEER_MESSAGES = re.compile(
+    r"Connection (reset|closed) by peer|Broken pipe|Connection refused|Socket Timeout|Timed out waiting"
+    r"|NCCL communicator was aborted|remote process exited|ncclRemoteError",
+    re.IGNORECASE,
+)
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether the worker failed because a peer vanished (its node lost, its container killed), not by itself:
+    the operator then restarts the epoch instead of failing the job on this worker's exit code 1."""
+    if any(cls.__name__ in PEER_ERRORS for cls in type(exc).__mro__):
+        return True
+    return bool(PEER_MESSAGES.search(str(exc)))
 
 
 def termination_log_path() -> Path:

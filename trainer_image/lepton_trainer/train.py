@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from lepton_trainer.config import parse_args
-from lepton_trainer.result import write_termination_message
+from lepton_trainer.result import peer_lost, write_termination_message
 from lepton_trainer.runtime import RankEnv
 from lepton_trainer.stop import EXIT_CODE, StopSignal, hard_exit
 
@@ -68,6 +68,7 @@ def run(argv: Sequence[str]) -> int:
                     "state": "Failed",
                     "step": trainer.run_state.step,
                     "error": f"{type(exc).__name__}: {exc}"[:1000],
+                    "peerLost": peer_lost(exc),
                 },
                 cfg.termination_log,
             )

@@ -74,7 +74,7 @@ class Checkpoint(KubeModel):
     )
 
 
-FailureReason = Literal["OOMKilled", "Evicted", "Preempted", "Disrupted", "NodeLost", "PodLost", "Error"]
+FailureReason = Literal["OOMKilled", "Evicted", "Preempted", "Disrupted", "NodeLost", "PodLost", "PeerLost", "Error"]
 
 
 class ExitCodes(KubeModel):
@@ -108,7 +108,8 @@ class FailureRule(KubeModel):
     on_exit_codes: ExitCodes | None = Field(default=None, description="Match the container's exit code.")
     on_reasons: list[FailureReason] | None = Field(
         default=None,
-        description="Match the failure reason: OOMKilled, Evicted, Preempted, Disrupted, NodeLost, PodLost, Error.",
+        description="Match the failure reason: OOMKilled, Evicted, Preempted, Disrupted, NodeLost, PodLost, PeerLost "
+        "(the trainer saw a peer vanish mid-collective), Error.",
         max_length=8,
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
@@ -152,7 +153,8 @@ class FailurePolicy(KubeModel):
     rules: list[FailureRule] | None = Field(
         default=None,
         description="Custom rules, before the defaults: exit 1-127 -> FailJob; 128+, signals, OOMKilled -> "
-        "RestartJob; Evicted, Preempted, Disrupted, NodeLost, PodLost -> RestartJob (not counted).",
+        "RestartJob; PeerLost (a worker failed because a peer vanished) -> RestartJob; Evicted, Preempted, "
+        "Disrupted, NodeLost, PodLost -> RestartJob (not counted).",
         max_length=16,
     )
 

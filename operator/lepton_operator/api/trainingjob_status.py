@@ -19,7 +19,7 @@ class LastFailure(KubeModel):
     pod: str = Field(description="Failed pod.", max_length=253)
     node: str | None = Field(default=None, description="Its node.", max_length=253)
     reason: str = Field(
-        description="OOMKilled, Evicted, Preempted, Disrupted, NodeLost, PodLost or Error.", max_length=64
+        description="OOMKilled, Evicted, Preempted, Disrupted, NodeLost, PodLost, PeerLost or Error.", max_length=64
     )
     exit_code: int | None = Field(default=None, description="Container exit code.", ge=-255, le=255)
     message: str | None = Field(default=None, description="Termination message (truncated).", max_length=1024)

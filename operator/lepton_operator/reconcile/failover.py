@@ -66,6 +66,8 @@ def failure_reason(pod: PodView, lost_nodes: frozenset[str] = frozenset()) -> st
         return "NodeLost"
     if pod.reason == "OOMKilled":
         return "OOMKilled"
+    if (result := parse_json(pod.message)) is not None and result.get("peerLost") is True:
+        return "PeerLost"
     return "Error"
 
 
@@ -86,6 +88,10 @@ def default_rules(policy: FailurePolicy) -> list[FailureRule]:
             counts_towards_max_restarts=policy.count_disruptions,
         ),
         FailureRule(action="RestartJob", on_reasons=["OOMKilled"]),
+        # The trainer exits 1 when a collective breaks because a peer vanished (its node lost, its container
+        # killed): that is the peer's failure, seen first here, not this worker's bug. Counted, so that a
+        # peer's real bug that is never observed first still ends in Failed after maxRestarts.
+        FailureRule(action="RestartJob", on_reasons=["PeerLost"]),
         # model_construct: the built-in range is wider than a user's rule may list.
         FailureRule(action="FailJob", on_exit_codes=ExitCodes.model_construct(operator="In", values=USER_ERRORS)),
     ]
