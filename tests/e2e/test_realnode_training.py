@@ -9,8 +9,6 @@ fabric address. Figures print as JSON lines (`-s`); they are not asserted.
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,9 @@ import pytest
 import yaml
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.images import build_all, load_image
-from lepton_cluster.jobs import REPO, create_job, job_pods, wait_phase
+from lepton_cluster.jobs import REPO, create_job, wait_phase
+from lepton_cluster.realnode.drills import FIRST_STEP, epoch_pods, kill_container, stepping_walls
 from lepton_cluster.realnode.plan import API_PORT, BUSYBOX_IMAGE, RUNTIME_LABEL, RUNTIME_TOLERATION, RUNTIME_VALUE
-from lepton_cluster.realnode.render import NO_REGISTRY_PROXY
 from lepton_cluster.testing import wait_for
 from lepton_operator.reconcile.progress import parse_json
 
@@ -29,7 +27,6 @@ pytestmark = [pytest.mark.e2e]
 
 TRAINER = "lepton-trainer"
 TRAINER_UID = 1000  # the trainer image's user; the operator's worker pods run as it
-FIRST_STEP = re.compile(r"first step after start: step=(\d+) wall=([\d.]+)")
 
 
 @pytest.fixture(scope="module")
@@ -180,21 +177,9 @@ def start_job(cluster: Cluster, ns: str, manifest: dict[str, Any]) -> Path:
     return root / ns / f"{job['metadata']['name']}-{job['metadata']['uid']}"
 
 
-def epoch_pods(cluster: Cluster, ns: str, epoch: int) -> list[dict[str, Any]]:
-    pods = [
-        p for p in job_pods(cluster, ns, "digits") if p["metadata"]["labels"]["lepton.ai/restart-epoch"] == f"{epoch}"
-    ]
-    return sorted(pods, key=lambda p: int(p["metadata"]["labels"]["lepton.ai/replica-index"]))
-
-
 def result_of(pod: dict[str, Any]) -> dict[str, Any] | None:
     term = pod["status"]["containerStatuses"][0]["state"].get("terminated") or {}
     return parse_json(term.get("message"))
-
-
-def first_step_wall(cluster: Cluster, ns: str, pod: str) -> float | None:
-    found = FIRST_STEP.search(cluster.kubectl("-n", ns, "logs", pod, check=False).stdout)
-    return float(found.group(2)) if found else None
 
 
 @pytest.mark.timeout(900)
@@ -207,7 +192,7 @@ def test_digits_trains_on_both_real_nodes(
     wait_phase(cluster, ns, "digits", "Running", timeout=120)
     running = time.monotonic() - t0
     st = wait_phase(cluster, ns, "digits", "Succeeded", timeout=600)
-    pods = epoch_pods(cluster, ns, 0)
+    pods = epoch_pods(cluster, ns, "digits", 0)
     assert st["restarts"] == 0 and len(pods) == 2, st
     assert {p["spec"]["nodeName"] for p in pods} == set(cluster.real_node_names), [p["spec"]["nodeName"] for p in pods]
     for pod in pods:
@@ -229,15 +214,6 @@ def test_digits_trains_on_both_real_nodes(
     )
 
 
-def kill_container(cluster: Cluster, pod: dict[str, Any]) -> None:
-    """SIGKILL the worker's container through its node's containerd (exit 137, as an OOM kill)."""
-    node = cluster.real.node(pod["spec"]["nodeName"])
-    cid = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
-    argv = ["ctr", "--address", str(node.containerd_socket), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", cid]
-    env = {"PATH": "/usr/bin:/bin", "HTTP_PROXY": NO_REGISTRY_PROXY}
-    subprocess.run(argv, check=True, capture_output=True, timeout=30, env=env)
-
-
 @pytest.mark.timeout(900)
 def test_a_killed_worker_restarts_the_epoch_and_resumes_from_the_checkpoint(
     cluster: Cluster, namespace: str, operator: object, trainer_image: str
@@ -252,21 +228,18 @@ def test_a_killed_worker_restarts_the_epoch_and_resumes_from_the_checkpoint(
     saved = wait_for(lambda: list(ckpt.glob("step-*.ckpt")), 300, interval=0.2, message="a first checkpoint")
     assert saved and all(f.stat().st_uid == TRAINER_UID for f in saved), saved  # written by the non-root workers
 
-    victim = epoch_pods(cluster, ns, 0)[1]
+    victim = epoch_pods(cluster, ns, "digits", 0)[1]
     killed_at = time.time()
     kill_container(cluster, victim)
 
-    def stepping() -> list[float] | None:
-        pods = epoch_pods(cluster, ns, 1)
-        walls = [first_step_wall(cluster, ns, p["metadata"]["name"]) for p in pods if p["status"].get("phase")]
-        return [w for w in walls if w is not None] if len(walls) == 2 and None not in walls else None
-
-    walls = wait_for(stepping, 300, interval=0.5, message="both ranks of epoch 1 stepping")
+    walls = wait_for(
+        lambda: stepping_walls(cluster, ns, "digits", 1, 2), 300, interval=0.5, message="both ranks of epoch 1 stepping"
+    )
     assert walls is not None
     st = wait_phase(cluster, ns, "digits", "Succeeded", timeout=600)
     assert (st["restarts"], st["restartEpoch"]) == (1, 1), st
     assert st["lastFailure"]["pod"] == victim["metadata"]["name"] and st["lastFailure"]["exitCode"] == 137, st
-    new = epoch_pods(cluster, ns, 1)
+    new = epoch_pods(cluster, ns, "digits", 1)
     result = result_of(new[0])
     assert result is not None and result["testAccuracy"] >= 0.95, result
     logs = cluster.kubectl("-n", ns, "logs", new[0]["metadata"]["name"]).stdout
