@@ -14,8 +14,9 @@ from .config import OperatorConfig
 def main() -> None:
     config = OperatorConfig()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # One INFO line per decision is ours; kopf's per-handler and the probe's access lines are noise.
-    for noisy in ("kopf.objects", "aiohttp.access"):
+    # One INFO line per decision is ours; kopf's per-handler lines and the liveness probe's (one per kubelet
+    # probe: every 10 s in a pod's log) are noise.
+    for noisy in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     probe = f"http://{config.listen_host}:{config.liveness_port}/healthz" if config.liveness_port else None
     if config.metrics_port:
