@@ -54,7 +54,7 @@ def manifest(name: str, checkpoints: Path) -> dict[str, Any]:
 
 def start(cluster: Cluster, ns: str, name: str) -> list[dict[str, Any]]:
     """A fresh job, running, both ranks stepping and one checkpoint written; returns the epoch-0 pods."""
-    checkpoints = RUN / name
+    checkpoints = RUN / ns / name  # the namespace is unique per invocation
     checkpoints.mkdir(parents=True)
     checkpoints.chmod(0o1777)
     job = create_job(cluster, ns, manifest(name, checkpoints))
