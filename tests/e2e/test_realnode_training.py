@@ -16,31 +16,17 @@ from typing import Any
 import pytest
 import yaml
 from lepton_cluster.cluster import Cluster
-from lepton_cluster.images import build_all, load_image
 from lepton_cluster.jobs import REPO, create_job, wait_phase
 from lepton_cluster.realnode.drills import FIRST_STEP, epoch_pods, kill_container, stepping_walls
 from lepton_cluster.realnode.plan import API_PORT, BUSYBOX_IMAGE, RUNTIME_LABEL, RUNTIME_TOLERATION, RUNTIME_VALUE
 from lepton_cluster.testing import wait_for
 from lepton_operator.reconcile.progress import parse_json
 
+from .checkpoints import checkpoint_dir, start_job
+
 pytestmark = [pytest.mark.e2e]
 
-TRAINER = "lepton-trainer"
 TRAINER_UID = 1000  # the trainer image's user; the operator's worker pods run as it
-
-
-@pytest.fixture(scope="module")
-def trainer_image(cluster: Cluster) -> str:
-    """localhost/lepton-trainer:dev in every real node's containerd (built if needed; skipped per node
-    when its digest is there already)."""
-    assert cluster.real_node_names, "this test needs the real nodes (LEPTON_REAL_NODES >= 2)"
-    built = build_all(cluster.config.cache_dir, names=[TRAINER])[0]
-    for name in cluster.real_node_names:
-        t0 = time.monotonic()
-        imported = load_image(built.archive, cluster.real.node(name).containerd_socket)
-        took = round(time.monotonic() - t0, 1)
-        print(json.dumps({"image": built.ref, "node": name, "imported": imported, "s": took}))
-    return built.ref
 
 
 def on_real_node(spec: dict[str, Any]) -> dict[str, Any]:
@@ -158,23 +144,6 @@ def digits_manifest(checkpoints: Path, args: list[str] | None = None) -> dict[st
     if args:
         manifest["spec"]["args"] = args
     return manifest
-
-
-def checkpoint_dir(ns: str) -> Path:
-    """A fresh hostPath root under run/ (the operator allows it) that the workers' user may write, as a shared
-    checkpoint volume's root must be (docs/deploy.md): mode 1777, owned by root."""
-    path = REPO / "run" / "e2e-real" / ns / "checkpoints"
-    path.mkdir(parents=True)
-    path.chmod(0o1777)
-    return path
-
-
-def start_job(cluster: Cluster, ns: str, manifest: dict[str, Any]) -> Path:
-    """Create the job; returns its checkpoint folder `<hostPath>/<ns>/<name>-<uid>`, which nobody makes ahead:
-    the kubelet creates it (the subPath) with the root's mode, and the non-root workers write in it."""
-    job = create_job(cluster, ns, manifest)
-    root = Path(manifest["spec"]["checkpoint"]["volume"]["hostPath"])
-    return root / ns / f"{job['metadata']['name']}-{job['metadata']['uid']}"
 
 
 def result_of(pod: dict[str, Any]) -> dict[str, Any] | None:

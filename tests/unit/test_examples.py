@@ -1,4 +1,5 @@
-"""Every example parses with the models and is applied by an e2e test."""
+"""Every example parses with the models and is applied by an e2e test (a folder's kustomization.yaml is kustomize's,
+not a manifest)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import yaml
 from lepton_operator.api.resources import RESOURCES
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml") if p.name != "kustomization.yaml")
 MODELS = {r.kind: r.model for r in RESOURCES}
 
 
@@ -17,7 +18,7 @@ def test_there_are_examples() -> None:
     assert EXAMPLES
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(REPO / "examples")))
 def test_example_is_valid_and_applied_by_an_e2e_test(path: Path) -> None:
     docs = list(yaml.safe_load_all(path.read_text()))
     ours = [d for d in docs if d["kind"] in MODELS]  # beside them: ConfigMaps, claims, ServiceAccounts
@@ -25,4 +26,5 @@ def test_example_is_valid_and_applied_by_an_e2e_test(path: Path) -> None:
     for doc in ours:
         MODELS[doc["kind"]].model_validate(doc)
     e2e_sources = "".join(p.read_text() for p in (REPO / "tests" / "e2e").glob("test_*.py"))
-    assert path.name in e2e_sources, f"no e2e test applies examples/{path.name}"
+    name = path.relative_to(REPO / "examples").as_posix()
+    assert name in e2e_sources, f"no e2e test applies examples/{name}"
