@@ -5,7 +5,7 @@ VENV_STAMP := .venv/.installed
 # Built binaries and images, keyed by version: outside the clone, shared by every clone (as in CI).
 export LEPTON_CACHE_DIR ?= $(HOME)/.cache/lepton-operator
 
-.PHONY: deps venv crds lint typecheck test unit e2e cluster-build cluster-up cluster-down images operator demo demo-down verify bench clean
+.PHONY: deps venv crds openapi lint typecheck test unit e2e cluster-build cluster-up cluster-down images operator demo demo-down verify bench clean
 
 deps: ## Debian packages for the local cluster, its real nodes and the images (root; only what is missing)
 	cluster/system-deps.sh
@@ -18,6 +18,11 @@ $(VENV_STAMP): pyproject.toml
 	touch $@
 
 crds: venv ## regenerate crds/ and the chart's copies from the pydantic models
+	$(PY) -m lepton_operator.crdgen --write
+
+openapi: venv ## re-vendor spec.template's PodSpec schema (operator/openapi/) from the Kubernetes release in cluster/versions.env, then make crds
+	source cluster/versions.env && dir="$$(GOTOOLCHAIN=local go mod download -json "k8s.io/kubernetes@$$KUBE_VERSION" \
+	    | $(PY) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" && $(PY) -m lepton_operator.k8sschema "$$dir"
 	$(PY) -m lepton_operator.crdgen --write
 
 lint: venv

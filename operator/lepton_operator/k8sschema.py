@@ -1,10 +1,10 @@
 """The PodTemplateSpec schema of spec.template, from the pinned Kubernetes release's OpenAPI v3 document.
 
-`python -m lepton_operator.k8sschema <kubernetes source>` copies the definitions reachable from
-io.k8s.api.core.v1.PodTemplateSpec out of `api/openapi-spec/v3/api__v1_openapi.json` of the release in
-cluster/versions.env (descriptions dropped) into operator/openapi/; crdgen turns them into a structural schema:
-refs inlined, Quantity/IntOrString as int-or-string, defaults kept only where a list-map key needs one, and
-the lists CEL rules walk bounded (the CEL cost budget needs maxItems).
+`make openapi` (`python -m lepton_operator.k8sschema <kubernetes source>`, then `make crds`) copies the
+definitions reachable from io.k8s.api.core.v1.PodTemplateSpec out of `api/openapi-spec/v3/api__v1_openapi.json`
+of the release in cluster/versions.env (descriptions dropped) into operator/openapi/; crdgen turns them into a
+structural schema: refs inlined, Quantity/IntOrString as int-or-string, defaults kept only where a list-map key
+needs one, and the lists CEL rules walk bounded (the CEL cost budget needs maxItems).
 """
 
 from __future__ import annotations
@@ -128,15 +128,23 @@ def pod_template_schema() -> dict[str, Any]:
     return {"properties": {"metadata": {"type": "object", "properties": meta}, "spec": pod_spec_schema()}}
 
 
+def vendored_text(kubernetes: Path) -> str:
+    """The vendored file's text from a Kubernetes source tree named `kubernetes@<version>` (the Go module cache's)."""
+    source = kubernetes / "api" / "openapi-spec" / "v3" / "api__v1_openapi.json"
+    out: dict[str, Any] = {
+        "kubernetesVersion": kubernetes.name.split("@")[-1],
+        "source": str(source.relative_to(kubernetes)),
+    }
+    out["schemas"] = extract(json.loads(source.read_text()))
+    return json.dumps(out, indent=1, sort_keys=True) + "\n"
+
+
 def main(argv: list[str]) -> int:
-    """Vendor the definitions from a Kubernetes source tree (e.g. the Go module cache's k8s.io/kubernetes)."""
-    source = Path(argv[0]) / "api" / "openapi-spec" / "v3" / "api__v1_openapi.json"
-    version = Path(argv[0]).name.split("@")[-1]
-    out = {"kubernetesVersion": version, "source": "api/openapi-spec/v3/api__v1_openapi.json"}
-    out["schemas"] = extract(json.loads(source.read_text()))  # type: ignore[assignment]
+    """Vendor the definitions from a Kubernetes source tree (`make openapi`: the Go module cache's
+    k8s.io/kubernetes of the release in cluster/versions.env)."""
     VENDORED.parent.mkdir(parents=True, exist_ok=True)
-    VENDORED.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {VENDORED.relative_to(REPO)} from {source}")
+    VENDORED.write_text(vendored_text(Path(argv[0])))
+    print(f"wrote {VENDORED.relative_to(REPO)} from {argv[0]}")
     return 0
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,6 +50,25 @@ def test_every_field_is_described_and_bounded(resource: Any) -> None:
         if "anyOf" in node or "$ref" in node:
             problems.append(f"{path}: not structural")
     assert problems == []
+
+
+def pinned_kubernetes_source() -> Path | None:
+    """k8s.io/kubernetes of cluster/versions.env's release in the Go module cache (cluster/build.sh puts it there)."""
+    versions = (crdgen.REPO / "cluster" / "versions.env").read_text()
+    version = next(line.split("=", 1)[1] for line in versions.splitlines() if line.startswith("KUBE_VERSION="))
+    if shutil.which("go") is None:
+        return None
+    cache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
+    source = Path(cache) / "k8s.io" / f"kubernetes@{version}"
+    return source if source.is_dir() else None
+
+
+def test_vendored_openapi_is_what_make_openapi_writes_from_the_pinned_release() -> None:
+    """operator/openapi/ is generated (`make openapi`) from the release in cluster/versions.env, not hand-edited."""
+    source = pinned_kubernetes_source()
+    if source is None:
+        pytest.skip("the pinned k8s.io/kubernetes is not in the Go module cache (make cluster-build puts it there)")
+    assert k8sschema.vendored_text(source) == k8sschema.VENDORED.read_text(), "run `make openapi`"
 
 
 def test_template_schema_is_the_pinned_kubernetes_one() -> None:
