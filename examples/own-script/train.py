@@ -57,10 +57,11 @@ def default_data() -> Path:
 
 
 def write_json(path: Path, doc: dict[str, Any], atomic: bool = True) -> None:
-    """Readers never see half a document: write a temporary file, then rename it (the termination message is a
-    file the kubelet mounted: written in place)."""
+    """Readers never see half a document: write a temporary file, then rename it. The termination message is a
+    file the kubelet mounted: written in place, and only when it is there (in a pod)."""
     if not atomic:
-        path.write_text(json.dumps(doc))
+        if path.exists():
+            path.write_text(json.dumps(doc))
         return
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc))

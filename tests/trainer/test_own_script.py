@@ -29,6 +29,7 @@ def launch(tmp: Path, *args: str) -> subprocess.Popen[str]:
         PET_RDZV_BACKEND="c10d",
         PET_RDZV_ENDPOINT=f"127.0.0.1:{free_port()}",
     )
+    (tmp / "termination-log").touch()  # the kubelet makes it in a pod
     cmd = [PYTHON, "-m", "lepton_trainer.launch", "--local-addr", "127.0.0.1", str(SCRIPT), *args]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -59,7 +60,7 @@ def test_sigterm_saves_and_exits_then_the_next_run_resumes(tmp_path: Path) -> No
     proc.send_signal(signal.SIGTERM)  # to torchrun (the launcher execs it), as the kubelet does to PID 1
     out, _ = proc.communicate(timeout=60)
     assert "rank 0: SIGTERM at step" in out and "rank 1: SIGTERM at step" in out, out[-3000:]
-    assert "DataLoader worker" not in out, out[-3000:]  # its workers ignore SIGTERM: none died before the save
+    assert "DataLoader worker (pid" not in out, out[-3000:]  # its workers ignore SIGTERM: none died before the save
     saved = torch.load(ckpt)["epoch"]
     progress = read_json(tmp_path / "progress.json")
     assert progress is not None and progress["state"] == "Stopped" and progress["epoch"] == saved, progress
