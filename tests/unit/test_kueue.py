@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from lepton_operator.api.trainingjob import TrainingJob
@@ -139,6 +140,21 @@ def test_readmitted_job_restarts_at_the_same_epoch_without_counting_a_restart() 
     p = plan(job, [], view(job, wl_status(*ADMITTED)))
     assert sorted(o["metadata"]["name"] for o in p.create if o["kind"] == "Pod") == ["mnist-0-0", "mnist-0-1"]
     assert wire(p).get("restarts", 0) == 0
+
+
+def test_readmitted_while_the_evicted_workers_still_terminate_waits_for_them_without_a_restart() -> None:
+    """On real nodes an evicted worker exits 143 after its checkpoint and lingers (Failed, or still running out its
+    grace period) until the kubelet removes it: no failure, no new epoch; its name is the one to create next."""
+    job = queued(status={"replicas": 2, "restartEpoch": 0, "restarts": 0, "launched": False})
+    for phase, extra in (("Failed", {"exit_code": 143}), ("Running", {})):
+        going = [replace(pod(job, 0, r, phase, **extra), deleting=True) for r in range(2)]
+        p = plan(job, going, view(job, wl_status(*ADMITTED)))
+        st = wire(p)
+        assert p.create == [] and p.requeue_after is not None, phase
+        assert st.get("restarts", 0) == 0 and st.get("restartEpoch", 0) == 0 and "lastFailure" not in st, st
+        assert "stopped workers to exit" in st["message"] and not st.get("launched"), st
+    p = plan(job, [], view(job, wl_status(*ADMITTED)))
+    assert sorted(o["metadata"]["name"] for o in p.create if o["kind"] == "Pod") == ["mnist-0-0", "mnist-0-1"]
 
 
 def test_pods_ready_and_finished_reach_the_workload() -> None:

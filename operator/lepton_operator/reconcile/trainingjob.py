@@ -52,7 +52,7 @@ def _decide(p: JobPass, current: list[PodView]) -> Plan:
     if lifecycle.suspended(p, current, charge(p)) or lifecycle.deadline_passed(p, current):
         return p.result()
     waits, admitted = kueue.gate(p, current)
-    if waits:
+    if waits or _stopped_workers_going(p, current):
         return p.result()
     world = admitted or elastic.first_size(p)
     decided, ignored = handle_failures(p, current, world)
@@ -60,6 +60,17 @@ def _decide(p: JobPass, current: list[PodView]) -> Plan:
         decided = decided or elastic.resize(p, current, world)
     decided = decided or epoch.all_succeeded(p, current, world, ignored)
     return decided or epoch.run(p, current, world, ignored)
+
+
+def _stopped_workers_going(p: JobPass, current: list[PodView]) -> bool:
+    """Workers stopped on purpose (suspension, a Kueue eviction: the epoch is not `launched`) can still be
+    terminating when the job may run again (resumed, re-admitted): they are no failures (exit 143 after their
+    checkpoint), and their names are the ones to create next. Wait until they are gone."""
+    going = [q for q in current if q.deleting] if not p.status.launched else []
+    if going:
+        p.status.message = f"waiting for {len(going)} stopped workers to exit before starting them again"
+        p.plan.requeue(1.0)
+    return bool(going)
 
 
 __all__ = ["Event", "Observed", "Plan", "backoff_seconds", "phase_of", "plan", "rfc3339"]
