@@ -4,8 +4,9 @@
 - torchrun (the image's entrypoint) sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/MASTER_PORT;
 - $LEPTON_CHECKPOINT_DIR is this job's own folder: resume from it, save into it;
 - SIGTERM means "save and exit" (before terminationGracePeriodSeconds runs out);
-- progress: rank 0 writes a JSON object to $LEPTON_PROGRESS_FILE (status.progress, the PROGRESS column);
-- the result (or why it failed) as JSON in the termination message, /dev/termination-log.
+- progress: the first process of each pod (LOCAL_RANK 0) writes a JSON object to $LEPTON_PROGRESS_FILE
+  (status.progress, the PROGRESS column: the operator reads the first pod's, not always global rank 0's);
+- the result (or why it failed) as JSON in the termination message, /dev/termination-log (same process).
 
 Data: the 8x8 digits (1797 images) as CSV, by default scikit-learn's copy in the image; `--data` reads another.
 """
@@ -86,6 +87,7 @@ def main() -> None:
 
     dist.init_process_group("gloo")  # RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT from torchrun
     rank, world = dist.get_rank(), dist.get_world_size()
+    lead = os.environ.get("LOCAL_RANK", "0") == "0"  # the pod's first process: progress and result
     torch.manual_seed(0)
     table = np.loadtxt(args.data or default_data(), delimiter=",", dtype=np.float32)
     order = np.random.default_rng(0).permutation(len(table))
@@ -126,7 +128,7 @@ def main() -> None:
             ckpt.with_name("model.pt.tmp").replace(ckpt)
 
     def report(epoch: int, state: str = "Running") -> None:
-        if rank == 0 and progress is not None:
+        if lead and progress is not None:
             doc = {"state": state, "step": step, "totalSteps": total, "epoch": epoch, "loss": round(loss.item(), 4)}
             write_json(progress, doc)
 
@@ -156,11 +158,11 @@ def main() -> None:
             if rank == 0:
                 print(f"epoch {epoch} step {step}/{total} loss {loss.item():.4f}", flush=True)
     except Exception as exc:  # say why in the termination message: a lost peer restarts the job, not fails it
-        if os.environ.get("LOCAL_RANK", "0") == "0":  # one message per pod
+        if lead:  # one message per pod
             error = f"{type(exc).__name__}: {exc}"[:1000]
             write_json(termination, {"state": "Failed", "error": error, "peerLost": peer_lost(exc)}, atomic=False)
         raise
-    if rank == 0:
+    if lead:  # every rank holds the same weights
         with torch.no_grad():
             accuracy = (net(test.x).argmax(1) == test.y).float().mean().item()
         result = {"state": "Succeeded", "step": step, "totalSteps": total, "testAccuracy": round(accuracy, 4)}

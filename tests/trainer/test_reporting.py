@@ -60,16 +60,17 @@ def fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path / "progress.json"
 
 
-def test_other_ranks_publish_nothing(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RANK", "1")
+def test_other_local_ranks_publish_nothing(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCAL_RANK", "1")
     reporting.report(step=1, total_steps=10)
     assert reporting._reporter is None and not fresh.exists()
 
 
-def test_rank_0_serves_and_writes_with_one_call(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_rank_0_serves_and_writes_with_one_call(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import lepton_trainer
 
-    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("RANK", "2")  # the replica-0 pod's processes need not be global rank 0
+    monkeypatch.setenv("LOCAL_RANK", "0")
     lepton_trainer.report(step=3, total_steps=10, loss=0.5)
     assert reporting._reporter is not None and reporting._reporter.server is not None
     try:

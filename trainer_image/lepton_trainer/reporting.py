@@ -1,8 +1,10 @@
 """Progress for any training script, in one call: ``lepton_trainer.report(step=, total_steps=, loss=, ...)``.
 
-Only global rank 0 publishes (``RANK`` unset counts as 0): the operator polls rank 0's pod on
-``GET :29500/progress`` and shows the document in ``status.progress`` and the PROGRESS column. The document is
-also written to ``$LEPTON_PROGRESS_FILE``; the rate and ETA are computed from the steps reported.
+The local rank 0 of every pod publishes (``LOCAL_RANK`` unset counts as 0): the operator polls the epoch's
+first pod (replica 0) on ``GET :29500/progress``, and that pod's processes are not always global rank 0 (the
+rendezvous ranks pods by host name: `<job>-<epoch>-10` before `<job>-<epoch>-2`). The operator shows the
+document in ``status.progress`` and the PROGRESS column. It is also written to ``$LEPTON_PROGRESS_FILE``; the
+rate and ETA are computed from the steps reported.
 
 Scripts in other languages write the same JSON object (``step``, ``totalSteps``, ``epoch``, ``loss``, ...) to
 ``$LEPTON_PROGRESS_FILE`` themselves: the image's launcher serves that file (``lepton_trainer.launch``). Under
@@ -104,10 +106,10 @@ def report(
     state: str | None = None,
     **fields: Any,
 ) -> None:
-    """Publish progress from rank 0 (other ranks: nothing). ``state`` Succeeded or Failed at the end; ``fields``
-    e.g. ``samples_per_second``, ``last_checkpoint_step``, ``test_accuracy`` (camelCase on the wire)."""
+    """Publish progress from the pod's local rank 0 (other processes: nothing). ``state`` Succeeded or Failed at
+    the end; ``fields`` e.g. ``samples_per_second``, ``last_checkpoint_step``, ``test_accuracy`` (camelCase)."""
     global _reporter
-    if os.environ.get("RANK", "0") != "0":
+    if os.environ.get("LOCAL_RANK", "0") != "0":
         return
     with _lock:
         if _reporter is None:
