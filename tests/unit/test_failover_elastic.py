@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -205,3 +206,27 @@ def test_a_worker_failing_because_its_peer_vanished_restarts_the_epoch_counted()
     own = classify(worker('{"state":"Failed","error":"ValueError: bad batch","peerLost":false}'))
     assert (own.action.value, own.reason) == ("FailJob", "WorkerFailed")
     assert classify(worker("peerLost true, as plain text")).action.value == "FailJob"
+
+
+def test_a_peer_lost_to_a_silent_node_steers_the_next_epoch_away_from_it() -> None:
+    """A real node lost: its worker still looks Running (the node goes NotReady only after ~40 s), while the
+    survivor exits 1 naming the peer's address. The new epoch starts at once and prefers other nodes, so no
+    worker is put back on the silent node to wait for that timeout; a preference never blocks scheduling."""
+    job = make_job()
+    first = plan(job, running(job))
+    error = "RuntimeError: [pair.cc:545] Read error [198.19.17.6]:41234: Connection reset by peer"
+    message = json.dumps({"state": "Failed", "error": error, "peerLost": True})
+    survivor = pod(job, 0, 0, "Failed", node="node-a", exit_code=1, message=message, extra={"podIP": "198.19.18.4"})
+    silent = pod(job, 0, 1, node="node-b", extra={"podIP": "198.19.17.6"})
+    p = plan(make_job(status=first.status), [survivor, silent])
+    last = wire(p)["lastFailure"]
+    assert (last["reason"], last["action"], last["peerNode"]) == ("PeerLost", "RestartJob", "node-b"), last
+    assert wire(p)["restartEpoch"] == 1
+    nxt = plan(make_job(status=p.status), [survivor, silent])  # the next pass creates epoch 1 (and deletes epoch 0)
+    created = [o for o in nxt.create if o["kind"] == "Pod"]
+    assert sorted(o["metadata"]["name"] for o in created) == ["mnist-1-0", "mnist-1-1"]
+    for new in created:
+        terms = new["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        away = {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["node-b"]}
+        assert {"weight": 100, "preference": {"matchExpressions": [away]}} in terms
+        assert "requiredDuringSchedulingIgnoredDuringExecution" not in new["spec"]["affinity"]["nodeAffinity"]

@@ -22,6 +22,12 @@ class LastFailure(KubeModel):
         description="OOMKilled, Evicted, Preempted, Disrupted, NodeLost, PodLost, PeerLost or Error.", max_length=64
     )
     exit_code: int | None = Field(default=None, description="Container exit code.", ge=-255, le=255)
+    peer_node: str | None = Field(
+        default=None,
+        description="PeerLost: the node of the peer that vanished, when its address names one of the epoch's "
+        "pods still running there (a node lost before it goes NotReady); the next epoch prefers other nodes.",
+        max_length=253,
+    )
     message: str | None = Field(default=None, description="Termination message (truncated).", max_length=1024)
     action: str = Field(description="What the operator did: RestartJob, FailJob or Ignore.", max_length=32)
     counted: bool = Field(description="Whether it spent the restart budget.")

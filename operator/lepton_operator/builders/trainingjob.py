@@ -101,17 +101,22 @@ def checkpoint_source(job: TrainingJob, read_only: bool = False) -> tuple[dict[s
 
 
 def _node_affinity(
-    job: TrainingJob, avoid_nodes: Collection[str], placement: Placement | None
+    job: TrainingJob, avoid_nodes: Collection[str], placement: Placement | None, shun_nodes: Collection[str] = ()
 ) -> dict[str, Any] | None:
-    """Require the GPU product, keep away from nodes the operator saw fail, prefer what costPolicy ranks best."""
+    """Require the GPU product, keep away from nodes the operator saw fail, prefer what costPolicy ranks best
+    and nodes other than `shun_nodes` (suspected, not known, to be lost: a preference never blocks a pod)."""
     terms: list[dict[str, Any]] = []
     if job.spec.gpu_type:
         terms.append(gpu_product_term(job.spec.gpu_type))
     if avoid_nodes:
         terms.append({"key": HOSTNAME_LABEL, "operator": "NotIn", "values": sorted(avoid_nodes)})
     affinity: dict[str, Any] = required_affinity(terms) if terms else {}
-    if placement and placement.preferred:
-        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = placement.preferred_terms()
+    preferred = placement.preferred_terms() if placement and placement.preferred else []
+    if shun_nodes:
+        away = {"key": HOSTNAME_LABEL, "operator": "NotIn", "values": sorted(shun_nodes)}
+        preferred.insert(0, {"weight": 100, "preference": {"matchExpressions": [away]}})
+    if preferred:
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = preferred
     return {"nodeAffinity": affinity} if affinity else None
 
 
@@ -147,6 +152,7 @@ def worker_pod(
     world_size: int,
     avoid_nodes: Collection[str] = (),
     placement: Placement | None = None,
+    shun_nodes: Collection[str] = (),
 ) -> dict[str, Any]:
     """One worker of one epoch, from spec.template (see builders/template.py for which setting wins).
     restartPolicy Never: the operator, not the kubelet, decides restarts."""
@@ -167,7 +173,7 @@ def worker_pod(
     secure(pod_spec, *pod_spec["containers"], *(pod_spec.get("initContainers") or []))
     if placement and placement.tolerate_spot and spec.gpus_per_replica:
         pod_spec["tolerations"].append(SPOT_TOLERATION)
-    if affinity := merge_affinity(pod_spec.get("affinity"), _node_affinity(job, avoid_nodes, placement)):
+    if affinity := merge_affinity(pod_spec.get("affinity"), _node_affinity(job, avoid_nodes, placement, shun_nodes)):
         pod_spec["affinity"] = affinity
     if spec.checkpoint and (found := checkpoint_source(job)):
         source, sub_path = found

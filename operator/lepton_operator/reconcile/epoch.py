@@ -65,7 +65,8 @@ def _create_missing(p: JobPass, have: set[int], world: int) -> tuple[float, str 
         st.message = f"backing off {due:.0f}s before epoch {epoch} (restart {st.restarts})"
     else:
         avoid, where = sorted(p.seen.lost_nodes)[:32], placement(job, p.seen.prices)
-        pods = [worker_pod(job, epoch, r, world, avoid, where) for r in missing]
+        shun = [last.peer_node] if last is not None and last.peer_node and last.peer_node not in avoid else []
+        pods = [worker_pod(job, epoch, r, world, avoid, where, shun) for r in missing]
         if p.seen.gang == "podgroup":  # the group first; a pod may also come before its group (it then waits)
             group = pod_group(job, epoch, world)
             pods = [group, *(join(pod, group["metadata"]["name"]) for pod in pods)]

@@ -3,6 +3,7 @@ it, or ignore the failure); the worst decides, within failurePolicy.maxRestarts,
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -15,6 +16,7 @@ from .progress import parse_json
 from .status import TERMINAL, JobPass
 from .views import PodView
 
+IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 DISRUPTIONS = ("Evicted", "Preempted", "Disrupted", "NodeLost", "PodLost")
 # Pod-level reasons a kubelet gives when the node, not the program, ended the pod.
 NODE_REASONS = frozenset({"NodeLost", "Shutdown", "Terminated", "UnexpectedAdmissionError", "NodeAffinity"})
@@ -160,7 +162,7 @@ def handle_failures(p: JobPass, current: list[PodView], world: int) -> tuple[Pla
     decisive = worst([v for v in verdicts if v.action is not Action.IGNORE])
     if decisive is None:
         return None, ignored
-    _record(p, decisive)
+    _record(p, decisive, current)
     if decisive.action is Action.FAIL:
         return p.finish(False, decisive.reason, decisive.message, current), ignored
     limit = spec.failure_policy.max_restarts
@@ -171,12 +173,24 @@ def handle_failures(p: JobPass, current: list[PodView], world: int) -> tuple[Pla
     return p.new_epoch(decisive.reason, decisive.message, counts=decisive.counts, world=size), ignored
 
 
-def _record(p: JobPass, v: Verdict) -> None:
+def peer_node(pod: PodView, current: list[PodView]) -> str | None:
+    """The node of the peer a PeerLost worker names (gloo's "[198.19.17.6]:41234"), when that peer still looks
+    alive to the API: its node has stopped answering but is not NotReady yet (that takes ~40 s)."""
+    result = parse_json(pod.message) or {}
+    addresses = set(IPV4.findall(str(result.get("error") or "")))
+    for q in current:
+        if q.ip in addresses and q.name != pod.name and q.phase not in TERMINAL and q.node and q.node != pod.node:
+            return q.node
+    return None
+
+
+def _record(p: JobPass, v: Verdict, current: list[PodView]) -> None:
     p.status.last_failure = LastFailure(
         pod=v.pod.name,
         node=v.pod.node,
         reason=v.reason,
         exit_code=v.pod.exit_code,
+        peer_node=peer_node(v.pod, current) if v.reason == "PeerLost" else None,
         message=(v.pod.message or "")[:1024] or None,
         action=v.action.value,
         counted=v.counts,
