@@ -28,7 +28,7 @@ import yaml
 from lepton_cluster.benchrun import local_cluster
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.incluster import TRAINER_IMAGE, load_images
-from lepton_cluster.jobs import GROUP, PLURAL, REPO, VERSION, create_job, custom, job_pods, wait_phase
+from lepton_cluster.jobs import GROUP, PLURAL, REPO, VERSION, create_job, custom, job_pods, status, wait_phase
 from lepton_cluster.operator import OperatorProcess
 from lepton_cluster.realnode.drills import epoch_pods, kill_container, stepping_walls
 from lepton_cluster.testing import create_namespace, delete_namespace, unique_name, wait_for
@@ -66,9 +66,20 @@ def start(cluster: Cluster, ns: str, name: str) -> list[dict[str, Any]]:
 
 
 def recovered(cluster: Cluster, ns: str, name: str, t0: float) -> float:
-    walls = wait_for(lambda: stepping_walls(cluster, ns, name, 1, 2), 300, interval=0.5, message=f"{name} epoch 1")
+    """Seconds from `t0` until every rank of the job's current epoch (past 0) has stepped. A node loss may take
+    two epochs: one at once (PeerLost) and one when the node is NotReady, if a worker went back to it."""
+
+    def stepping() -> list[float] | None:
+        epoch = int(status(cluster, ns, name).get("restartEpoch") or 0)
+        return stepping_walls(cluster, ns, name, epoch, 2) if epoch >= 1 else None
+
+    walls = wait_for(stepping, 300, interval=0.5, message=f"{name} stepping again")
     assert walls is not None
     return max(walls) - t0
+
+
+def epochs_used(cluster: Cluster, ns: str, name: str) -> int:
+    return int(status(cluster, ns, name).get("restartEpoch") or 0)
 
 
 def finish(cluster: Cluster, ns: str, name: str) -> None:
@@ -86,8 +97,8 @@ def kill_trial(cluster: Cluster, ns: str, trial: int) -> float:
     return took
 
 
-def node_loss_trial(cluster: Cluster, ns: str, trial: int) -> tuple[float, float]:
-    """Returns (node loss -> all ranks stepping, node loss -> node NotReady)."""
+def node_loss_trial(cluster: Cluster, ns: str, trial: int) -> tuple[float, float, int]:
+    """Returns (node loss -> all ranks stepping, node loss -> node NotReady, epochs it took)."""
     name = f"node-{trial}"
     node = start(cluster, ns, name)[1]["spec"]["nodeName"]
     t0 = time.time()
@@ -96,10 +107,11 @@ def node_loss_trial(cluster: Cluster, ns: str, trial: int) -> tuple[float, float
         wait_for(lambda: not cluster.node_ready(cluster.kubectl_json("get", "node", node)), 120, interval=0.5)
         not_ready = time.time() - t0
         took = recovered(cluster, ns, name, t0)
-        finish(cluster, ns, name)
+        epochs = epochs_used(cluster, ns, name)
     finally:
-        cluster.start_real_node(node, timeout=120)
-    return took, not_ready
+        cluster.start_real_node(node, timeout=120)  # its kubelet then finishes the deletion of its old pods
+    finish(cluster, ns, name)
+    return took, not_ready, epochs
 
 
 def main() -> None:
@@ -126,6 +138,7 @@ def main() -> None:
             "node_loss_to_node_not_ready": [n[1] for n in nodes],
         },
         workers=2,
+        node_loss_epochs=[n[2] for n in nodes],
         note="real nodes (kubelet + containerd), digits job from localhost/lepton-trainer:dev, operator as a process",
     )
 
