@@ -146,3 +146,13 @@ async def test_a_create_the_api_server_refuses_is_a_condition_and_an_event_with_
     await ctl.reconcile(KEY)
     cond = next(c for c in kube.stored[KEY]["status"]["conditions"] if c["type"] == "ReplicaFailure")
     assert cond["status"] == "False" and KEY not in ctl._refused and KEY not in ctl._failures
+
+
+async def test_a_job_another_controller_manages_is_left_alone_even_when_its_spec_is_invalid_here() -> None:
+    """Found by tests/e2e/test_fuzz_api.py: a MultiKueue job with a hostPath this cluster does not allow got
+    InvalidSpec, phase Failed and an Event from us; the manager cluster's controller owns its status."""
+    for spec in ({"checkpoint": {"volume": {"hostPath": "/etc"}}}, {"prices": {"gpus": {"L4": {"onDemand": "x"}}}}):
+        kube = FakeKube()
+        ctl = controller(kube, job_body(managedBy="kueue.x-k8s.io/multikueue", **spec), service=False)
+        assert await ctl.reconcile(KEY) is None
+        assert kube.stored[KEY]["status"] == {} and kube.calls == []

@@ -22,6 +22,7 @@ from ..builders.workload import JOB_UID_LABEL, POD_SET, SLICE_ANNOTATION, WORKLO
 from ..config import OperatorConfig
 from ..constants import (
     API_VERSION,
+    CONTROLLER_NAME,
     KUEUE_API,
     LABEL_JOB,
     TRAININGJOB_PLURAL,
@@ -264,6 +265,8 @@ class TrainingJobController(Controller):
         idx, body = self.idx, self.body(key)
         if body is None:
             return None
+        if (body.get("spec") or {}).get("managedBy", CONTROLLER_NAME) != CONTROLLER_NAME:
+            return None  # another controller's (MultiKueue): not even its spec is ours to judge or report on
         now = datetime.now(UTC)
         try:
             job = TrainingJob.model_validate(body)
