@@ -126,3 +126,33 @@ def test_what_every_pod_copies_is_capped_in_all_by_a_rule_naming_the_fields() ->
     assert ".sum() <= 32768" in env["rule"] and env["message"].startswith("spec.env: names and values at most 32768")
     assert "self.command" in args["rule"] and "self.args" in args["rule"] and args["rule"].endswith("<= 32768")
     assert args["message"].startswith("spec.command and spec.args: at most 32768 characters")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "&Not_DNS", "key": "k"}}}]},
+        {"env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "a b"}}}]},
+        {"tolerations": [{"key": "\x83>", "operator": "Exists"}]},
+        {"tolerations": [{"key": "k", "operator": "Equal", "value": "a b"}]},
+    ],
+)
+def test_names_the_pod_api_checks_are_refused_by_the_crd_not_at_every_pod_create(spec: dict[str, Any]) -> None:
+    """Found by tests/e2e/test_fuzz_api.py: the CRD let these through and every create of the job's pods was then
+    refused (ReplicaFailure, retried with backoff). The patterns are the CRD's and the model's."""
+    from lepton_operator.api.trainingjob import TrainingJob
+    from pydantic import ValidationError
+
+    from .jobs import job_body
+
+    with pytest.raises(ValidationError):
+        TrainingJob.model_validate(job_body(**spec))
+
+
+@pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: r.kind)
+def test_tolerations_the_pod_api_refuses_are_refused_by_a_cel_rule_naming_the_field(resource: Any) -> None:
+    item = crdgen.schema_for(resource)["properties"]["spec"]["properties"]["tolerations"]["items"]
+    rules = {r["rule"]: r["message"] for r in item["x-kubernetes-validations"]}
+    assert all(m.startswith("tolerations: ") for m in rules.values())
+    assert any("'Exists'" in r and "self.key" in r for r in rules)  # an empty key matches every taint: Exists
+    assert any("self.value" in r for r in rules)  # Exists takes no value

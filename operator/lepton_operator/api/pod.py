@@ -8,12 +8,21 @@ from pydantic import Field
 
 from .base import QUANTITY, KubeModel, cel, validations
 
+# What the Pod API requires of names it checks (the CRD refuses them, rather than every create of a pod failing).
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
+PREFIX = r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+TAINT_KEY = rf"^({PREFIX}[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?)?$"  # a qualified name, or empty
+LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+
 
 class KeyRef(KubeModel):
     """A key of a Secret or ConfigMap."""
 
-    name: str = Field(description="Name of the Secret or ConfigMap.", min_length=1, max_length=253)
-    key: str = Field(description="Key inside it.", min_length=1, max_length=253)
+    name: str = Field(
+        description="Name of the Secret or ConfigMap.", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN
+    )
+    key: str = Field(description="Key inside it.", min_length=1, max_length=253, pattern=CONFIG_KEY)
     optional: bool | None = Field(default=None, description="Whether the key may be missing.")
 
 
@@ -56,9 +65,27 @@ class EnvVar(KubeModel):
 class Toleration(KubeModel):
     """A pod toleration."""
 
-    key: str | None = Field(default=None, description="Taint key; empty matches all keys.", max_length=316)
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": validations(
+            cel(
+                "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+                "tolerations: operator must be Exists when key is empty (it matches every taint)",
+            ),
+            cel(
+                "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                "tolerations: value must be empty when operator is Exists",
+            ),
+        )
+    }
+
+    key: str | None = Field(
+        default=None,
+        description="Taint key; empty matches all keys.",
+        max_length=316,
+        pattern=TAINT_KEY,
+    )
     operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal.")
-    value: str | None = Field(default=None, description="Taint value for Equal.", max_length=63)
+    value: str | None = Field(default=None, description="Taint value for Equal.", max_length=63, pattern=LABEL_VALUE)
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect; empty matches all effects."
     )
