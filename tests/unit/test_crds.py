@@ -156,3 +156,11 @@ def test_tolerations_the_pod_api_refuses_are_refused_by_a_cel_rule_naming_the_fi
     assert all(m.startswith("tolerations: ") for m in rules.values())
     assert any("'Exists'" in r and "self.key" in r for r in rules)  # an empty key matches every taint: Exists
     assert any("self.value" in r for r in rules)  # Exists takes no value
+
+
+@pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: r.kind)
+def test_an_image_the_pod_api_refuses_is_refused_by_a_cel_rule_naming_the_field(resource: Any) -> None:
+    """Found by tests/e2e/test_fuzz_api.py: an image with a leading space was accepted, then every pod refused."""
+    rules = crdgen.schema_for(resource)["properties"]["spec"]["x-kubernetes-validations"]
+    (rule,) = [r for r in rules if "trim()" in r["rule"]]
+    assert rule["fieldPath"] == ".image" and rule["message"].startswith("spec.image: ")

@@ -114,6 +114,11 @@ class InferenceServiceSpec(KubeModel):
                 field_path=".replicas",
             ),
             cel("self.gpus > 0 || !has(self.gpuType)", "spec.gpuType needs spec.gpus > 0", field_path=".gpuType"),
+            cel(
+                "!has(self.image) || self.image == self.image.trim()",
+                "spec.image: no leading or trailing whitespace (the Pod API refuses it)",
+                field_path=".image",
+            ),
         )
     }
 

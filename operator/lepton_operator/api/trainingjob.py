@@ -195,6 +195,11 @@ class TrainingJobSpec(KubeModel):
                 "spec.gpuType needs spec.gpusPerReplica > 0",
                 field_path=".gpuType",
             ),
+            cel(
+                "self.image == self.image.trim()",
+                "spec.image: no leading or trailing whitespace (the Pod API refuses it)",
+                field_path=".image",
+            ),
             cel("self.image == oldSelf.image", "spec.image is immutable", field_path=".image"),
             cel(
                 "self.gpusPerReplica == oldSelf.gpusPerReplica",
