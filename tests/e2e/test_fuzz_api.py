@@ -1,4 +1,4 @@
-"""Fuzz against the real API server (issue 15): 500+ TrainingJobs from tests/unit/strategies.py (plausible specs with
+"""Fuzz against the real API server (issue 15): ~1000 TrainingJobs from tests/unit/strategies.py (plausible specs with
 up to 3 hostile, missing or extra fields), created with the operator running. The CRD's schema and CEL refuse some
 (422, naming a field); every accepted job the operator manages gets pods, a phase or a condition within 10 s of its
 creation; the operator process lives through it with no background task started again; and once every job has
@@ -283,13 +283,14 @@ def test_generated_specs_are_refused_or_reported_and_never_loop(
     assert operator.healthy()
     assert after.get("lepton_operator_task_restarts_total", 0.0) == restarts_before, operator.tail()
     # Never retries without backoff. In a window of QUIET_S = 15 s a settled job has at most: one cost refresh
-    # (every COST_WRITE_INTERVAL = 30 s), two elastic re-checks for free GPUs (GROW_RECHECK_SECONDS = 10 s), and
-    # the retries of a failing apply, which wait 1, 2, 4, 8, ... s (so at most 4 in 15 s: 1+2+4+8); 7 in all, so
-    # 7 x jobs bounds the total. A hot loop (a requeue of 0 s, a retry without backoff) makes a pass every few ms:
-    # thousands in the window from one job.
+    # (every COST_WRITE_INTERVAL = 30 s), two elastic re-checks for free GPUs (GROW_RECHECK_SECONDS = 10 s), one
+    # one-shot timer (a deadline, the TTL, the unschedulable timeout), and the retries of a failing apply, which
+    # wait 1, 2, 4, 8, ... s (at most 5 in 15 s: t, t+1, t+3, t+7, t+15); 9 in all, so 9 x jobs bounds the total.
+    # (A 409 is retried from 0.1 s, but needs a second writer: there is none in the window.) A hot loop (a requeue
+    # of 0 s, a retry without backoff) makes a pass every few ms: thousands in the window from one job.
     assert COST_WRITE_INTERVAL >= QUIET_S and GROW_RECHECK_SECONDS >= QUIET_S / 2
-    assert passes_in_window <= 7 * len(created), f"{passes_in_window} passes in {QUIET_S} s for {len(created)} jobs"
+    assert passes_in_window <= 9 * len(created), f"{passes_in_window} passes in {QUIET_S} s for {len(created)} jobs"
     # Per job: at most one status write in the window (the cost refresh), and retries that each wait longer.
     assert all(k <= 1 for k in writes_in_window.values()), f"jobs written more than once: {writes_in_window}"
     for name, delays in retries.items():
-        assert len(delays) <= 4 and delays == sorted(delays), f"{name} retried without backoff: {delays}"
+        assert len(delays) <= 5 and delays == sorted(delays), f"{name} retried without backoff: {delays}"
