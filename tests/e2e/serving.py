@@ -59,7 +59,7 @@ class PodServers:
             host = (volumes.get(m["name"]) or {}).get("hostPath")
             if host and (path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")):
                 inside = path[len(m["mountPath"]) :].lstrip("/")
-                return str(self.node_root / host["path"].lstrip("/") / inside)
+                return str(self.node_root / host["path"].lstrip("/") / m.get("subPath", "") / inside)
         return path
 
     def _start(self, pod: dict[str, Any]) -> None:

@@ -97,7 +97,10 @@ def test_a_service_from_a_finished_trainingjob_gets_ready_with_a_url(
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     args = container["args"]
     assert args[args.index("--model-dir") + 1] == "/checkpoints/export"
-    assert container["volumeMounts"][0] == {"name": "model", "mountPath": "/checkpoints", "readOnly": True}
+    folder = f"{namespace}/digits-train-{job['metadata']['uid']}"  # the job's own folder, as its workers saw it
+    assert container["volumeMounts"][0] == {
+        "name": "model", "mountPath": "/checkpoints", "readOnly": True, "subPath": folder
+    }  # fmt: skip
     assert cluster.core.read_namespaced_service("digits", namespace).spec.ports[0].port == 80
 
     servers.append(PodServers(cluster, namespace, "digits", node_root))
