@@ -124,6 +124,32 @@ def test_a_worker_whose_peer_dies_reports_the_peer_lost(tmp_path: Path, agents: 
     assert result is not None and result["state"] == "Failed" and result["peerLost"] is True, (result, survivor.tail())
 
 
+@pytest.mark.timeout(200)
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_after_a_checkpoint(
+    tmp_path: Path, agents: list[Agent]
+) -> None:
+    """The pods' kubelets signal the ranks at different moments (here: only rank 1): the ranks agree on the stop
+    at a step boundary, so all exit 143 at the same step and rank 0 saves it (no rank ends on a broken
+    collective)."""
+    port = free_port()
+    args = train_args(tmp_path, "--step-sleep", "0.02")
+    a = start(agents, tmp_path, "a", "2", port, args, max_restarts=0)
+    b = start(agents, tmp_path, "b", "2", port, args, max_restarts=0)
+    wait_for(lambda: (p := a.progress() or b.progress()) and (p.get("step") or 0) >= 20, 120, message=a.tail)
+    pid = wait_for(lambda: a.workers().get(1) or b.workers().get(1), 10, message="rank 1's pid")
+    os.kill(pid, signal.SIGTERM)
+    a.wait(60), b.wait(60)
+    stopped = [
+        int(m.group(1))
+        for _, m in a.matches(r"stopped by SIGTERM at step=(\d+)") + b.matches(r"stopped by SIGTERM at step=(\d+)")
+    ]
+    logs = a.log() + "\n" + b.log()
+    assert len(stopped) == 2 and stopped[0] == stopped[1], logs
+    assert "stopped after step=" not in logs, logs  # no collective failed
+    newest = max((tmp_path / "ckpt").glob("step-*.ckpt")).name
+    assert newest == f"step-{stopped[0]:010d}.ckpt", (newest, logs)
+
+
 @pytest.mark.timeout(240)
 def test_elastic_scale_up_from_two_to_three(tmp_path: Path, agents: list[Agent]) -> None:
     port = free_port()

@@ -232,9 +232,6 @@ class Trainer:
             self.reporter.start(start, rs.last_checkpoint)
         self.stop.in_loop.set()
         while rs.step < self.total_steps:
-            if self.stop.requested.is_set():
-                self.save_checkpoint("SIGTERM")
-                raise Stopped
             epoch, batch = divmod(rs.step, self.steps_per_epoch)
             if epoch != order_epoch:
                 order_epoch, order = (
@@ -244,6 +241,9 @@ class Trainer:
             idx = order[batch * g + lo : batch * g + hi]
             x, y = self.x_train[idx], self.y_train[idx]
             try:
+                if self._stop_agreed():  # a collective: a peer lost here is a collective failure below
+                    self.save_checkpoint("SIGTERM")
+                    raise Stopped
                 with runtime.autocast(self.device.type):
                     logits = self.sync.module(x)
                 loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
@@ -280,6 +280,17 @@ class Trainer:
         self.loop_end = time.perf_counter()
         self.stop.in_loop.clear()
         self.save_checkpoint("final")
+
+    def _stop_agreed(self) -> bool:
+        """Whether any rank got SIGTERM, agreed by all at this step boundary. The pods' kubelets signal the ranks
+        at different moments: deciding alone, one rank stopped while another waited for it in the next step's
+        collective, which then failed (that rank ended on a peer failure, not on its stop)."""
+        asked = self.stop.requested.is_set()
+        if not self.env.distributed:
+            return asked
+        flag = torch.tensor([1 if asked else 0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _global_mean_loss(self, window_loss: torch.Tensor, samples: int) -> float:
         total = window_loss.detach().clone()
