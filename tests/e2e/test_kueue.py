@@ -223,8 +223,13 @@ def test_high_priority_job_preempts_a_low_one_which_resumes_at_the_same_epoch_la
     create_job(cluster, ns, queued("high", {PRIORITY_LABEL: high}, replicas=2, gpusPerReplica=4))
 
     def evicted() -> dict[str, Any] | None:
+        """The job's Admitted=False/EvictedPreempted lasts only until Kueue requeues the Workload (at once
+        when kwok removes the pods at once); the Workload's Evicted condition stays."""
         c = admitted(cluster, ns, "low")
-        return c if c and c["reason"] == "EvictedPreempted" else None
+        if c and c["reason"] == "EvictedPreempted":
+            return c
+        w = wl_condition(cluster, ns, "low", "Evicted")
+        return w if w and w["status"] == "True" and w["reason"] == "Preempted" else None
 
     wait_for(evicted, 60, interval=0.2, message=lambda: f"low evicted; {status(cluster, ns, 'low')}")
     wait_for(lambda: not job_pods(cluster, ns, "low"), 60, interval=0.2, message="low's workers gone")
