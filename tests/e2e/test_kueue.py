@@ -11,6 +11,7 @@ workers are the same epoch's, mounting the same checkpoint folder (docs/kueue.md
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -50,24 +51,31 @@ NS_PREFIX = f"{SESSION_PREFIX}k"
 CKPT = "/var/lib/lepton/kueue-ckpt"
 
 
-@pytest.fixture(scope="module")
-def kueue_operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess]:
+@contextlib.contextmanager
+def kueue_operator_process(cluster: Cluster, name: str, env: dict[str, str]) -> Iterator[OperatorProcess]:
+    """Kueue running, and an operator of its own with the integration on and the chart's identity (release
+    lepton-kueue-e2e, kueue.enabled), with `env` on top; stopped at the end."""
     cluster.start_kueue()
-    path = REPO / "run" / "e2e" / f"operator-kueue-{os.getpid()}.kubeconfig"
+    path = REPO / "run" / "e2e" / f"operator-{name}-{os.getpid()}.kubeconfig"
     operator_kubeconfig(cluster, path, release="lepton-kueue-e2e", sets=("kueue.enabled=true",))
-    env = {
-        "LEPTON_NAMESPACES": json.dumps([f"{NS_PREFIX}-*"]),
-        "LEPTON_KUEUE_INTEGRATION": "true",
-        "LEPTON_KUEUE_WORKLOAD_SLICES": "true",  # the local Kueue runs with ElasticJobsViaWorkloadSlices
-        "LEPTON_ALLOWED_HOSTPATH_PREFIXES": json.dumps(["/var/lib/lepton"]),
-    }
-    proc = OperatorProcess(path, REPO / "run" / "e2e-kueue", env=env)
+    proc = OperatorProcess(path, REPO / "run" / f"e2e-{name}", env={"LEPTON_KUEUE_INTEGRATION": "true", **env})
     proc.start()
     try:
         yield proc
     finally:
         proc.stop()
         path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def kueue_operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess]:
+    env = {
+        "LEPTON_NAMESPACES": json.dumps([f"{NS_PREFIX}-*"]),
+        "LEPTON_KUEUE_WORKLOAD_SLICES": "true",  # the local Kueue runs with ElasticJobsViaWorkloadSlices
+        "LEPTON_ALLOWED_HOSTPATH_PREFIXES": json.dumps(["/var/lib/lepton"]),
+    }
+    with kueue_operator_process(cluster, "kueue", env) as proc:
+        yield proc
 
 
 @pytest.fixture

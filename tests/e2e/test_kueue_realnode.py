@@ -11,7 +11,6 @@ Figures print as a JSON line (`-s`); they are not asserted.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lepton_cluster.chart import operator_kubeconfig
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.jobs import REPO, create_job, custom, job_manifest, job_pods, live_pods, status, wait_phase
 from lepton_cluster.operator import OperatorProcess
@@ -31,7 +29,7 @@ from lepton_cluster.testing import create_namespace, delete_namespace, holds_for
 
 from ..conftest import SESSION_PREFIX
 from .checkpoints import checkpoint_dir, start_job
-from .test_kueue import KUEUE, KV, PRIORITY_LABEL, QUEUE_LABEL, admitted, kobj, wl_condition
+from .test_kueue import KUEUE, KV, PRIORITY_LABEL, QUEUE_LABEL, admitted, kobj, kueue_operator_process, wl_condition
 from .test_realnode_training import digits_manifest, result_of
 
 pytestmark = [pytest.mark.e2e]
@@ -48,21 +46,12 @@ ARGS = [
 
 @pytest.fixture(scope="module")
 def kueue_operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess]:
-    cluster.start_kueue()
-    path = REPO / "run" / "e2e" / f"operator-kueue-real-{os.getpid()}.kubeconfig"
-    operator_kubeconfig(cluster, path, release="lepton-kueue-e2e", sets=("kueue.enabled=true",))
     env = {
         "LEPTON_NAMESPACES": json.dumps([f"{NS_PREFIX}-*"]),
-        "LEPTON_KUEUE_INTEGRATION": "true",
         "LEPTON_ALLOWED_HOSTPATH_PREFIXES": json.dumps([str(REPO / "run")]),
     }
-    proc = OperatorProcess(path, REPO / "run" / "e2e-kueue-real", env=env)
-    proc.start()
-    try:
+    with kueue_operator_process(cluster, "kueue-real", env) as proc:
         yield proc
-    finally:
-        proc.stop()
-        path.unlink(missing_ok=True)
 
 
 @pytest.fixture
