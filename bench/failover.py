@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from lepton_cluster.benchrun import local_cluster
+from lepton_cluster.benchrun import local_cluster, watched_namespace
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.jobs import (
     GROUP,
@@ -27,8 +27,7 @@ from lepton_cluster.jobs import (
     status,
     wait_phase,
 )
-from lepton_cluster.operator import OperatorProcess
-from lepton_cluster.testing import create_namespace, delete_namespace, unique_name, wait_for
+from lepton_cluster.testing import unique_name, wait_for
 from lepton_cluster.timings import write_results
 
 RESULTS = Path(__file__).parent / "results" / "failover.json"
@@ -83,16 +82,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
-    with local_cluster() as cluster:
-        operator = OperatorProcess(cluster.kubeconfig, REPO / "run" / "bench")
-        operator.start()
-        ns = create_namespace(cluster, unique_name("bench-failover"))
-        try:
-            pod = [pod_failure_trial(cluster, ns, i) for i in range(args.trials)]
-            node = [node_loss_trial(cluster, ns, i) for i in range(args.trials)]
-        finally:
-            delete_namespace(cluster, ns)
-            operator.stop()
+    with local_cluster() as cluster, watched_namespace(cluster, "bench-failover", REPO / "run" / "bench") as ns:
+        pod = [pod_failure_trial(cluster, ns, i) for i in range(args.trials)]
+        node = [node_loss_trial(cluster, ns, i) for i in range(args.trials)]
     write_results(RESULTS, {"pod_failure_to_running": pod, "node_not_ready_to_running": node})
 
 

@@ -11,15 +11,14 @@ it and waits until its pods are gone. Prints median/p95 and writes bench/results
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+from lepton_cluster.benchrun import local_cluster, watched_namespace
 from lepton_cluster.cluster import Cluster
-from lepton_cluster.jobs import GROUP, PLURAL, REPO, VERSION, create_job, custom, install_crds, job_manifest, job_pods
-from lepton_cluster.operator import OperatorProcess
-from lepton_cluster.testing import create_namespace, delete_namespace, unique_name, wait_for
+from lepton_cluster.jobs import GROUP, PLURAL, REPO, VERSION, create_job, custom, job_manifest, job_pods
+from lepton_cluster.testing import wait_for
 from lepton_cluster.timings import write_results
 
 RESULTS = Path(__file__).parent / "results" / "kueue.json"
@@ -63,29 +62,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
-    cluster = Cluster.from_env()
-    started = not cluster.is_ready()
-    if started:
-        cluster.up()
-    install_crds(cluster)
-    cluster.start_kueue()
-    ns = create_namespace(cluster, unique_name("bench-kueue"))
-    env = {"LEPTON_NAMESPACES": json.dumps([ns]), "LEPTON_KUEUE_INTEGRATION": "true"}
-    operator = OperatorProcess(cluster.kubeconfig, REPO / "run" / "bench", env=env)
-    operator.start()
-    made = queue(cluster, ns, ns[-6:])
-    try:
-        plain, queued = [], []
-        for i in range(args.trials):  # interleaved: both see the same machine load
-            plain.append(trial(cluster, ns, f"plain-{i}", queued=False))
-            queued.append(trial(cluster, ns, f"queued-{i}", queued=True))
-    finally:
-        operator.stop()
-        delete_namespace(cluster, ns, wait=True)
-        for plural, name in made:
-            cluster.kubectl("delete", f"{plural}.{KUEUE}", name, "--ignore-not-found", "--wait=false")
-        if started:
-            cluster.down()
+    env = {"LEPTON_KUEUE_INTEGRATION": "true"}
+    with local_cluster() as cluster:
+        cluster.start_kueue()
+        with watched_namespace(cluster, "bench-kueue", REPO / "run" / "bench", env) as ns:
+            made = queue(cluster, ns, ns[-6:])
+            try:
+                plain, queued = [], []
+                for i in range(args.trials):  # interleaved: both see the same machine load
+                    plain.append(trial(cluster, ns, f"plain-{i}", queued=False))
+                    queued.append(trial(cluster, ns, f"queued-{i}", queued=True))
+            finally:
+                for plural, name in made:
+                    cluster.kubectl("delete", f"{plural}.{KUEUE}", name, "--ignore-not-found", "--wait=false")
     write_results(
         RESULTS,
         {"apply_to_pods_without_kueue": plain, "apply_to_pods_with_kueue": queued},

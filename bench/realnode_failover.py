@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from lepton_cluster.benchrun import local_cluster
+from lepton_cluster.benchrun import local_cluster, watched_namespace
 from lepton_cluster.cluster import Cluster
 from lepton_cluster.incluster import TRAINER_IMAGE, load_images
 from lepton_cluster.jobs import GROUP, PLURAL, REPO, VERSION, create_job, custom, job_pods, status, wait_phase
-from lepton_cluster.operator import OperatorProcess
 from lepton_cluster.realnode.drills import epoch_pods, kill_container, stepping_walls
-from lepton_cluster.testing import create_namespace, delete_namespace, unique_name, wait_for
+from lepton_cluster.testing import wait_for
 from lepton_cluster.timings import write_results
 
 RESULTS = Path(__file__).parent / "results" / "realnode-failover.json"
@@ -120,16 +119,10 @@ def main() -> None:
     args = parser.parse_args()
     with local_cluster() as cluster:
         load_images(cluster, names=[TRAINER_IMAGE])
-        ns = create_namespace(cluster, unique_name("bench-rnf"))
-        env = {"LEPTON_NAMESPACES": json.dumps([ns]), "LEPTON_ALLOWED_HOSTPATH_PREFIXES": json.dumps([str(RUN)])}
-        operator = OperatorProcess(cluster.kubeconfig, RUN, env=env)
-        operator.start()
-        try:
+        env = {"LEPTON_ALLOWED_HOSTPATH_PREFIXES": json.dumps([str(RUN)])}
+        with watched_namespace(cluster, "bench-rnf", RUN, env) as ns:
             kills = [kill_trial(cluster, ns, i) for i in range(args.trials)]
             nodes = [node_loss_trial(cluster, ns, i) for i in range(args.trials)]
-        finally:
-            delete_namespace(cluster, ns)
-            operator.stop()
     write_results(
         RESULTS,
         {

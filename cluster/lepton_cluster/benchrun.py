@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from .cluster import Cluster
 from .jobs import install_crds
 from .operator import OperatorProcess
+from .testing import create_namespace, delete_namespace, unique_name
 
 
 @contextlib.contextmanager
@@ -25,6 +27,22 @@ def local_cluster() -> Iterator[Cluster]:
     finally:
         if started:
             cluster.down()
+
+
+@contextlib.contextmanager
+def watched_namespace(
+    cluster: Cluster, prefix: str, log_dir: Path, env: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """A fresh namespace and an operator process (admin kubeconfig, `env` on top) watching only it; the
+    operator is stopped and the namespace deleted (waited for) at the end."""
+    ns = create_namespace(cluster, unique_name(prefix))
+    operator = OperatorProcess(cluster.kubeconfig, log_dir, env={"LEPTON_NAMESPACES": json.dumps([ns]), **(env or {})})
+    operator.start()
+    try:
+        yield ns
+    finally:
+        operator.stop()
+        delete_namespace(cluster, ns, wait=True)
 
 
 def leader_env(
