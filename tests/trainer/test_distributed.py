@@ -106,17 +106,24 @@ def test_killed_worker_resumes_from_last_checkpoint(tmp_path: Path, agents: list
     assert isinstance(result["testAccuracy"], float) and result["testAccuracy"] >= GOAL
 
 
+def stepping_pair(tmp_path: Path, agents: list[Agent], step_sleep: str) -> tuple[Agent, Agent, int]:
+    """Two agents of one worker each and no in-place restarts (as in operator pods), past step 20; returns them
+    and rank 1's pid."""
+    port = free_port()
+    args = train_args(tmp_path, "--step-sleep", step_sleep)
+    a = start(agents, tmp_path, "a", "2", port, args, max_restarts=0)
+    b = start(agents, tmp_path, "b", "2", port, args, max_restarts=0)
+    wait_for(lambda: (p := a.progress() or b.progress()) and (p.get("step") or 0) >= 20, 120, message=a.tail)
+    pid = wait_for(lambda: a.workers().get(1) or b.workers().get(1), 10, message="rank 1's pid")
+    return a, b, pid
+
+
 @pytest.mark.timeout(200)
 def test_a_worker_whose_peer_dies_reports_the_peer_lost(tmp_path: Path, agents: list[Agent]) -> None:
     """As in operator pods (no in-place restarts): rank 1 killed -> rank 0's collective breaks -> it exits 1
     with `peerLost: true` in its termination message, so the operator restarts the epoch instead of failing
     the job on exit code 1 (reconcile/failover.py)."""
-    port = free_port()
-    args = train_args(tmp_path, "--step-sleep", "0.005")
-    a = start(agents, tmp_path, "a", "2", port, args, max_restarts=0)
-    b = start(agents, tmp_path, "b", "2", port, args, max_restarts=0)
-    wait_for(lambda: (p := a.progress() or b.progress()) and (p.get("step") or 0) >= 20, 120, message=a.tail)
-    pid = wait_for(lambda: a.workers().get(1) or b.workers().get(1), 10, message="rank 1's pid")
+    a, b, pid = stepping_pair(tmp_path, agents, "0.005")
     survivor = b if b.workers().get(0) else a
     os.kill(pid, signal.SIGKILL)
     assert survivor.wait(120) != 0, survivor.tail()
@@ -131,12 +138,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_after_a_checkpoin
     """The pods' kubelets signal the ranks at different moments (here: only rank 1): the ranks agree on the stop
     at a step boundary, so all exit 143 at the same step and rank 0 saves it (no rank ends on a broken
     collective)."""
-    port = free_port()
-    args = train_args(tmp_path, "--step-sleep", "0.02")
-    a = start(agents, tmp_path, "a", "2", port, args, max_restarts=0)
-    b = start(agents, tmp_path, "b", "2", port, args, max_restarts=0)
-    wait_for(lambda: (p := a.progress() or b.progress()) and (p.get("step") or 0) >= 20, 120, message=a.tail)
-    pid = wait_for(lambda: a.workers().get(1) or b.workers().get(1), 10, message="rank 1's pid")
+    a, b, pid = stepping_pair(tmp_path, agents, "0.02")
     os.kill(pid, signal.SIGTERM)
     a.wait(60), b.wait(60)
     stopped = [
