@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 from lepton_cluster.chart import operator_kubeconfig
 from lepton_cluster.cluster import Cluster
-from lepton_cluster.images import build_all, load_image
+from lepton_cluster.incluster import TRAINER_IMAGE, load_images
 from lepton_cluster.jobs import REPO, install_crds
 from lepton_cluster.operator import OperatorProcess
 
@@ -72,13 +71,7 @@ def trainer_image(cluster: Cluster) -> str:
     """localhost/lepton-trainer:dev in every real node's containerd (built if needed; skipped per node
     when its digest is there already)."""
     assert cluster.real_node_names, "this test needs the real nodes (LEPTON_REAL_NODES >= 2)"
-    built = build_all(cluster.config.cache_dir, names=["lepton-trainer"])[0]
-    for name in cluster.real_node_names:
-        t0 = time.monotonic()
-        imported = load_image(built.archive, cluster.real.node(name).containerd_socket)
-        took = round(time.monotonic() - t0, 1)
-        print(json.dumps({"image": built.ref, "node": name, "imported": imported, "s": took}))
-    return built.ref
+    return load_images(cluster, names=[TRAINER_IMAGE])[TRAINER_IMAGE].ref
 
 
 @pytest.hookimpl(wrapper=True)
