@@ -36,6 +36,12 @@ FAILOVER = Histogram(
     buckets=(0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 60, 120, 300),
     registry=REGISTRY,
 )
+API_REQUESTS = Counter(
+    "lepton_api_requests",
+    "Requests the operator sent to the API server (watches excluded), by verb, resource and status code.",
+    ["verb", "resource", "code"],
+    registry=REGISTRY,
+)
 TASK_RESTARTS = Counter(
     "lepton_operator_task_restarts",
     "Background tasks (controllers, price reload, leader election) started again after they ended.",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from lepton_operator.handlers.runtime import WorkQueue, WriteCache
-from lepton_operator.kube.client import merge_patch
+from lepton_operator.kube.client import merge_patch, resource_of
 
 from .fakekube import apply_merge_patch
 
@@ -179,3 +179,20 @@ async def test_an_urgent_add_while_running_stays_urgent_for_the_rerun() -> None:
 def test_status_patch_nulls_what_is_gone_at_any_depth(old: dict, new: dict, patch: dict) -> None:
     assert merge_patch(old, new) == patch
     assert apply_merge_patch(old, merge_patch(old, new)) == new
+
+
+@pytest.mark.parametrize(
+    ("path", "resource"),
+    [
+        ("/api/v1/namespaces/ns/pods", "pods"),
+        ("/api/v1/namespaces/ns/pods/w-0", "pods"),
+        ("/api/v1/namespaces/ns/pods/w-0/status?x=1", "pods/status"),
+        ("/apis/lepton.ai/v1alpha1/namespaces/ns/trainingjobs/j/status", "trainingjobs/status"),
+        ("/apis/coordination.k8s.io/v1/namespaces/s/leases/lepton", "leases"),
+        ("/api/v1/nodes", "nodes"),
+        ("/api/v1/namespaces/ns", "namespaces"),
+        ("/apis/scheduling.k8s.io/v1beta1", "discovery"),
+    ],
+)
+def test_request_metric_labels_name_the_resource_never_an_object(path: str, resource: str) -> None:
+    assert resource_of(path) == resource

@@ -6,16 +6,18 @@ through aiohttp, which kopf already uses, without the generated client's model (
 
 from __future__ import annotations
 
-import json
 import ssl
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from .. import metrics
 from ..constants import MANAGER
 from ..untrusted import loads
 from .errors import api_error
@@ -24,6 +26,10 @@ from .errors import api_error
 # jobs applied at once) requests queue behind `connections` in flight, and a total timeout failed them while
 # still queued, which only re-ran the passes (and their requests) later.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10, sock_read=30)
+# JSON_NOTE: the API's JSON (watch events, request bodies) goes through orjson: the standard library's json was 21 %
+# of the operator's CPU in a burst (py-spy, bench/scale.py); orjson decodes a pod event 3.5x and encodes a pod
+# 15x faster (docs/bench.md). Pods' own replies stay with untrusted.loads.
+HEADERS_TTL = 60.0  # seconds the auth headers are reused (service account tokens live an hour, rotated at 80 %)
 
 
 def load_configuration() -> k8s.Configuration:
@@ -43,6 +49,18 @@ def object_path(api_version: str, plural: str, namespace: str | None, name: str 
         base += f"/namespaces/{quote(namespace)}"
     base += f"/{plural}"
     return f"{base}/{quote(name)}" if name else base
+
+
+def resource_of(path: str) -> str:
+    """The resource (and subresource) a REST path names, a bounded label: /api/v1/namespaces/n/pods/p/status ->
+    "pods/status"; a collection or object path -> its plural."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]  # drop api/v1 or apis/group/version
+    if len(rest) >= 2 and rest[0] == "namespaces":
+        rest = rest[2:] or ["namespaces"]
+    if not rest:
+        return "discovery"  # /api/v1, /apis/<group>/<version>
+    return rest[0] if len(rest) < 3 else f"{rest[0]}/{rest[2]}"
 
 
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +86,7 @@ class Kube:
         self._session: aiohttp.ClientSession | None = None
         self._watches: aiohttp.ClientSession | None = None  # long-lived watches: never hold up requests
         self._pods: aiohttp.ClientSession | None = None  # plain HTTP to pods, never the API's credentials
+        self._auth: tuple[float, dict[str, str]] | None = None  # when the auth headers were computed, and them
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.cfg.verify_ssl:
@@ -78,9 +97,15 @@ class Kube:
         return ctx
 
     def _headers(self) -> dict[str, str]:
-        """Bearer token headers, as the client's own auth settings give them (refreshes in-cluster tokens)."""
-        auths: dict[str, Any] = dict(self.cfg.auth_settings())
-        return {a["key"]: a["value"] for a in auths.values() if a.get("in") == "header" and a.get("value")}
+        """Bearer token headers, as the client's own auth settings give them (refreshes in-cluster tokens),
+        computed at most every HEADERS_TTL seconds: the client re-reads the kubeconfig (or the token file) on every
+        call, which was 8.6 % of the operator's CPU in a burst (py-spy, bench/scale.py). A 401 recomputes them."""
+        now = time.monotonic()
+        if self._auth is None or now - self._auth[0] > HEADERS_TTL:
+            auths: dict[str, Any] = dict(self.cfg.auth_settings())
+            found = {a["key"]: a["value"] for a in auths.values() if a.get("in") == "header" and a.get("value")}
+            self._auth = now, found
+        return self._auth[1]
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -116,12 +141,17 @@ class Kube:
         """
         session = await self.session()
         headers = {**self._headers(), "Content-Type": content_type, "Accept": "application/json"}
-        async with session.request(method, path, json=json, headers=headers, params=params) as resp:
+        data = None if json is None else orjson.dumps(json)  # orjson: see JSON_NOTE
+        async with session.request(method, path, data=data, headers=headers, params=params) as resp:
+            metrics.API_REQUESTS.labels(method, resource_of(path), str(resp.status)).inc()
+            if resp.status == 401:
+                self._auth = None  # a rotated token: read it again for the next request
             if resp.status < 300 or resp.status in ok:
                 if not decode:
                     await resp.read()
                     return resp.status, {}
-                body = await resp.json(content_type=None) if resp.content_length != 0 else {}
+                raw = await resp.read()
+                body = orjson.loads(raw) if raw else {}
                 return resp.status, body or {}
             raise api_error(resp.status, method, path, await resp.text(), resp.headers.get("Retry-After"))
 
@@ -134,13 +164,15 @@ class Kube:
         headers = {**self._headers(), "Accept": "application/json"}
         async with self._watches.get(path, params=params, headers=headers, timeout=timeout) as resp:
             if resp.status >= 300:
+                if resp.status == 401:
+                    self._auth = None
                 raise api_error(resp.status, "WATCH", path, await resp.text())
             rest = b""
             async for chunk in resp.content.iter_any():
                 *lines, rest = (rest + chunk).split(b"\n")
                 for line in lines:
                     if line:
-                        yield json.loads(line)
+                        yield orjson.loads(line)
 
     async def create(self, obj: dict[str, Any]) -> bool:
         """Create an object; False when it exists already (idempotent)."""
