@@ -5,6 +5,14 @@ them after a crash). Our bridges: IPv6 off, IPv4 forwarding off, `arp_filter=1` 
 ARP for a node IP only on the bridge that routes back to the asker, so replies come back the way
 they went). The CNI bridge plugin attaches pod veths to the node's bridge.
 
+Pod addresses come back: host-local hands out a node's 253 addresses in turn, so a new pod can get
+the address of a pod gone minutes ago, whose MAC the host still holds in its ARP table. With the
+kernel's default timers the host keeps sending to the old MAC for 8 s (5 s before the first probe,
+3 probes of 1 s) before it asks again, and a client with a 10 s connect timeout gives up (CI saw
+it: a GET of the demo operator's /healthz). Our bridges re-check a stale entry after 1 s with
+probes of 200 ms, so a reused address answers within about 2 s; the ARP traffic is the host's
+own, with its pods, on links of ours.
+
 The slot's whole /20 also gets an `unreachable` route (protocol 77, ours): an address of a node
 whose bridge is down, or of no node, fails at once on this machine; without it the default route
 would send such packets out of the machine.
@@ -80,8 +88,12 @@ def names_taken(names: list[str], run_dir: Path) -> list[str]:
     return [f"link {n} exists ({links[n] or 'no alias'})" for n in names if n in links and links[n] != mine]
 
 
-def _sysctl(iface: str, family: str, key: str, value: str) -> None:
-    Path(f"/proc/sys/net/{family}/conf/{iface}/{key}").write_text(value)
+#: Neighbour timers of our bridges (/proc/sys/net/ipv4/neigh/<bridge>/): see the module's docstring.
+NEIGH_TIMERS = {"delay_first_probe_time": "1", "retrans_time_ms": "200", "base_reachable_time_ms": "5000"}
+
+
+def _sysctl(iface: str, family: str, key: str, value: str, table: str = "conf") -> None:
+    Path(f"/proc/sys/net/{family}/{table}/{iface}/{key}").write_text(value)
 
 
 def _add_link(name: str, run_dir: Path, *kind: str) -> None:
@@ -96,6 +108,8 @@ def _bridge(name: str, run_dir: Path) -> None:
     _sysctl(name, "ipv6", "disable_ipv6", "1")
     _sysctl(name, "ipv4", "forwarding", "0")
     _sysctl(name, "ipv4", "arp_filter", "1")
+    for key, value in NEIGH_TIMERS.items():
+        _sysctl(name, "ipv4", key, value, table="neigh")
 
 
 def ensure_fabric(slot: int, run_dir: Path) -> None:
