@@ -81,6 +81,12 @@ def job_pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]
     return [cluster.to_dict(p) for p in pods]
 
 
+def dns_records(cluster: Cluster, namespace: str, job: str) -> dict[str, str]:
+    """hostname -> address, from the EndpointSlices of the job's headless Service (what cluster DNS answers)."""
+    slices = cluster.kubectl_json("-n", namespace, "get", "endpointslices", "-l", f"kubernetes.io/service-name={job}")
+    return {e["hostname"]: e["addresses"][0] for s in slices["items"] for e in s.get("endpoints") or []}
+
+
 def live_pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
     return [p for p in job_pods(cluster, namespace, name) if not p["metadata"].get("deletionTimestamp")]
 

@@ -45,6 +45,14 @@ class OperatorConfig(BaseSettings):
         description="A job's pod progress events (scheduled, running, ready) within this many seconds make one "
         "pass and one status write; failures and deletions act at once.",
     )
+    status_hold_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        description="In a burst (more jobs queued than reconcile workers), a new job's Pending progress (workers "
+        "created, scheduled) is written with its Running status, once, or after this many seconds; warnings, "
+        "failures and every other phase are written at once. 0 writes every change at once.",
+    )
     requeue_backoff_max: float = Field(default=30.0, gt=0, description="Cap of the retry delay after API errors.")
     metrics_port: int = Field(default=8000, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it.")
     listen_host: str = Field(default="127.0.0.1", description="Address of /metrics and /healthz (0.0.0.0 in a pod).")

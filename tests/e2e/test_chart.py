@@ -298,6 +298,10 @@ NEEDED = [
     ("list", "services"),
     ("watch", "services"),
     ("create", "services"),
+    ("list", "endpointslices.discovery.k8s.io"),
+    ("watch", "endpointslices.discovery.k8s.io"),
+    ("create", "endpointslices.discovery.k8s.io"),
+    ("patch", "endpointslices.discovery.k8s.io"),
     ("create", "events"),
 ]
 FORBIDDEN = [
@@ -312,6 +316,8 @@ FORBIDDEN = [
     ("watch", "configmaps"),
     ("create", "configmaps"),
     ("delete", "services"),
+    ("delete", "endpointslices.discovery.k8s.io"),
+    ("update", "endpoints"),
     ("create", "trainingjobs.lepton.ai"),
     ("update", "trainingjobs.lepton.ai"),
     ("patch", "trainingjobs.lepton.ai"),

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from lepton_cluster.cluster import Cluster
-from lepton_cluster.jobs import REPO, create_job, wait_phase
+from lepton_cluster.jobs import REPO, create_job, dns_records, wait_phase
 from lepton_cluster.realnode.drills import FIRST_STEP, epoch_pods, kill_container, stepping_walls
 from lepton_cluster.realnode.plan import API_PORT, BUSYBOX_IMAGE, RUNTIME_LABEL, RUNTIME_TOLERATION, RUNTIME_VALUE
 from lepton_cluster.testing import wait_for
@@ -205,6 +205,9 @@ def test_a_killed_worker_restarts_the_epoch_and_resumes_from_the_checkpoint(
         lambda: stepping_walls(cluster, ns, "digits", 1, 2), 300, interval=0.5, message="both ranks of epoch 1 stepping"
     )
     assert walls is not None
+    # the new epoch's rank 0 was found by its DNS name: the operator's EndpointSlice holds epoch 1's workers
+    epoch1 = {p["metadata"]["name"]: p["status"]["podIP"] for p in epoch_pods(cluster, ns, "digits", 1)}
+    assert dns_records(cluster, ns, "digits") == epoch1
     st = wait_phase(cluster, ns, "digits", "Succeeded", timeout=600)
     assert (st["restarts"], st["restartEpoch"]) == (1, 1), st
     assert st["lastFailure"]["pod"] == victim["metadata"]["name"] and st["lastFailure"]["exitCode"] == 137, st

@@ -37,6 +37,8 @@ class FakeKube:
         self.fault: Fault = fault or (lambda verb, obj: None)
         self.progress: dict[str, Any] | bytes | None = None
         self.pods: dict[str, dict[str, Any]] = {}  # pods that exist, by name
+        self.created: dict[tuple[str, str], dict[str, Any]] = {}  # every object created, by (kind, name)
+        self.patched: dict[tuple[str, str], list[dict[str, Any]]] = {}  # merge patches of objects, by (plural, name)
         self.discovery: dict[str, dict[str, Any]] = {}  # GET /apis/<group>/<version> answers by path; else 404
 
     def _check(self, verb: str, obj: dict[str, Any]) -> None:
@@ -49,7 +51,16 @@ class FakeKube:
         self._check("create", obj)
         if obj["kind"] == "Pod":
             self.pods[name] = copy.deepcopy(obj)
+        self.created[(obj["kind"], name)] = copy.deepcopy(obj)
         return True
+
+    async def patch(
+        self, api_version: str, plural: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        self.calls.append((f"patch {plural}", name))
+        self._check("patch", patch)
+        self.patched.setdefault((plural, name), []).append(copy.deepcopy(patch))
+        return {}
 
     async def delete(self, api_version: str, plural: str, namespace: str, name: str, **opts: Any) -> bool:
         self.calls.append((f"delete {plural}", name))

@@ -7,7 +7,7 @@ import json
 import pytest
 from lepton_operator.api.trainingjob import TrainingJob
 from lepton_operator.builders.names import pod_name
-from lepton_operator.builders.trainingjob import contract_env, headless_service, worker_pod
+from lepton_operator.builders.trainingjob import contract_env, endpoint_slice, headless_service, worker_pod
 from lepton_operator.constants import GPU_PRODUCT_LABEL, LABEL_EPOCH, LABEL_JOB, LABEL_REPLICA
 from lepton_trainer import contract
 
@@ -108,8 +108,29 @@ def test_jobs_sharing_a_checkpoint_volume_never_share_a_folder(volume: dict) -> 
         assert pod["spec"]["containers"][0]["volumeMounts"][0]["subPath"] == "ml/mnist-uid-1"
 
 
-def test_headless_service_publishes_unready_addresses() -> None:
+def test_headless_service_selects_no_pods_its_endpoints_are_the_operators() -> None:
     svc = headless_service(make_job())
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["publishNotReadyAddresses"] is True
-    assert svc["spec"]["selector"][LABEL_JOB] == "mnist"
+    assert "selector" not in svc["spec"]  # no scheduler spreading, no endpoint controllers (reconcile/dns.py)
+    assert svc["metadata"]["labels"][LABEL_JOB] == "mnist"
+
+
+def test_an_endpoint_slice_names_each_worker_for_dns_and_belongs_to_the_service() -> None:
+    job = make_job()
+    s = endpoint_slice(job, 0, 4, [("mnist-0-0", "198.19.0.5", "gpu-0"), ("mnist-0-1", "198.19.0.6", None)])
+    assert s["metadata"]["name"] == "mnist-dns-0"
+    labels = s["metadata"]["labels"]
+    assert labels["kubernetes.io/service-name"] == "mnist" and labels[LABEL_JOB] == "mnist"
+    assert labels["endpointslice.kubernetes.io/managed-by"] == "lepton-operator"  # not the endpointslice controller's
+    assert s["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert s["addressType"] == "IPv4" and s["ports"][0]["port"] == contract.RDZV_PORT
+    first, second = s["endpoints"]
+    assert first == {
+        "addresses": ["198.19.0.5"],
+        "conditions": {"ready": True},
+        "hostname": "mnist-0-0",
+        "nodeName": "gpu-0",
+        "targetRef": {"kind": "Pod", "namespace": "ml", "name": "mnist-0-0"},
+    }
+    assert "nodeName" not in second and second["hostname"] == "mnist-0-1"

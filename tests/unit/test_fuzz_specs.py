@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -84,6 +85,21 @@ def pod_spec_problems(spec: dict[str, Any]) -> list[str]:
     return out + resource_problems(containers)
 
 
+def slice_problems(obj: dict[str, Any]) -> list[str]:
+    """EndpointSlice validation: at most 1000 endpoints, hostnames DNS labels, addresses of the slice's family and
+    not loopback, link-local, multicast or unspecified."""
+    event("trainingjob: an EndpointSlice")
+    out = [] if len(obj["endpoints"]) <= 1000 else ["more than 1000 endpoints"]
+    for e in obj["endpoints"]:
+        if not (len(e["hostname"]) <= 63 and DNS_LABEL.fullmatch(e["hostname"])):
+            out.append(f"endpoint hostname {e['hostname']!r}")
+        addr = ipaddress.ip_address(e["addresses"][0])
+        special = addr.is_loopback or addr.is_link_local or addr.is_multicast or addr.is_unspecified
+        if special or f"IPv{addr.version}" != obj["addressType"]:
+            out.append(f"endpoint address {addr} in an {obj['addressType']} slice")
+    return out
+
+
 def object_problems(obj: dict[str, Any]) -> list[str]:
     """What the API server (or a kubelet) would refuse in a rendered child."""
     meta = obj["metadata"]
@@ -103,6 +119,8 @@ def object_problems(obj: dict[str, Any]) -> list[str]:
             out.append("the selector does not select the template")
         if obj["spec"]["replicas"] < 0:
             out.append("negative replicas")
+    if obj["kind"] == "EndpointSlice":
+        out += slice_problems(obj)
     json.dumps(obj, allow_nan=False)  # what the client sends must be JSON
     return out
 

@@ -41,7 +41,9 @@ def test_all_workers_running_makes_the_job_running() -> None:
     assert wire(p)["phase"] == "Running" and wire(p)["ready"] == "2/2"
     assert wire(p)["startTime"] == rfc3339(NOW)
     assert cond(wire(p), "Running")["status"] == "True"
-    assert [e.reason for e in p.events] == ["AllScheduled", "AllWorkersRunning"]
+    [event] = p.events  # both transitions seen in one pass: one Event, aggregated
+    assert (event.type, event.reason) == ("Normal", "AllWorkersRunning")
+    assert event.message == "all 2 workers are bound to nodes; all 2 workers of epoch 0 are running"
 
 
 def test_a_second_identical_pass_writes_nothing() -> None:
@@ -248,3 +250,12 @@ def test_a_pass_that_starts_an_epoch_only_stores_it_whatever_else_it_saw() -> No
     p = plan(job, pods, False, NOW)  # a leftover of epoch 1, a crash in epoch 3, even the Service missing
     assert wire(p)["restartEpoch"] == 4 and p.new_epoch_reason == "WorkerCrashed"
     assert (p.create, p.delete, p.force_delete) == ([], [], [])
+
+
+def test_normal_events_of_one_pass_are_aggregated_and_warnings_kept() -> None:
+    from lepton_operator.reconcile.plan import Event, aggregated
+
+    a, b = Event("Normal", "AllScheduled", "bound"), Event("Normal", "AllWorkersRunning", "running")
+    warn = Event("Warning", "FailedCreate", "quota")
+    assert aggregated([a, warn, b]) == [warn, Event("Normal", "AllWorkersRunning", "bound; running")]
+    assert aggregated([warn, a]) == [warn, a] and aggregated([]) == []

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import aiohttp
 from lepton_operator.api.trainingjob_status import TrainingJobStatus
 from lepton_operator.handlers.trainingjob import TrainingJobController
 from lepton_operator.kube.errors import ApiError, Refused
+from lepton_operator.reconcile.plan import Event
 from lepton_operator.reconcile.views import PodView, pod_view
 
 from .fakekube import FakeKube, controller
@@ -20,18 +22,17 @@ async def test_events_are_best_effort_a_failed_post_neither_fails_nor_retries_th
     def fault(verb: str, obj: dict) -> Exception | None:
         if obj.get("kind") != "Event":
             return None
-        return (
-            ApiError(500, "POST", "events", "etcd timeout")
-            if obj["reason"] == "AllScheduled"
-            else aiohttp.ClientError()
-        )
+        return ApiError(500, "POST", "events", "etcd timeout") if obj["reason"] == "First" else aiohttp.ClientError()
 
     kube = FakeKube(fault)
     ctl = controller(kube, job_body(), running(make_job()))
     requeue = await ctl.reconcile(KEY)
-    assert ("create Event", "AllWorkersRunning") in kube.calls  # the next Event is still tried
+    assert ("create Event", "AllWorkersRunning") in kube.calls  # tried, and lost
     assert kube.stored[KEY]["status"]["phase"] == "Running"
     assert KEY not in ctl._failures and requeue == 30.0  # the cost refresh, not a retry
+    events = [Event("Warning", "First", "lost"), Event("Warning", "Second", "lost too")]
+    await ctl.post_events(job_body(), events, datetime.now(UTC))  # raises nothing
+    assert ("create Event", "Second") in kube.calls  # the next Event is still tried
 
 
 STALE = {
@@ -156,3 +157,100 @@ async def test_a_job_another_controller_manages_is_left_alone_even_when_its_spec
         ctl = controller(kube, job_body(managedBy="kueue.x-k8s.io/multikueue", **spec), service=False)
         assert await ctl.reconcile(KEY) is None
         assert kube.stored[KEY]["status"] == {} and kube.calls == []
+
+
+def busy(ctl: TrainingJobController) -> None:
+    """More jobs queued than reconcile workers: a burst."""
+    for i in range(ctl.config.reconcile_workers):
+        ctl.queue.add(("ml", f"other-{i}"))
+
+
+def written(kube: FakeKube) -> list[tuple[str, str]]:
+    return [c for c in kube.calls if c[0] in ("patch status", "create Event")]
+
+
+async def test_in_a_burst_a_new_job_is_written_once_when_it_runs_with_one_event() -> None:
+    kube = FakeKube()
+    ctl = controller(kube, job_body(), [], service=False)
+    busy(ctl)
+    requeue = await ctl.reconcile(KEY)
+    assert ("create Pod", "mnist-0-1") in kube.calls and ("create Service", "mnist") in kube.calls
+    assert written(kube) == [] and not kube.stored[KEY].get("status")  # Pending progress held
+    assert requeue is not None and 0 < requeue <= ctl.config.status_hold_seconds  # written by then at the latest
+    scheduled = [pod(make_job(), 0, r, "Pending", node="gpu-0") for r in range(2)]
+    for view in scheduled:
+        ctl.idx.pods.put(KEY, view.name, view)
+    await ctl.reconcile(KEY)
+    assert written(kube) == []  # all scheduled: still progress, still held (the queue drained meanwhile)
+    for view in running(make_job()):
+        ctl.idx.pods.put(KEY, view.name, view)
+    await ctl.reconcile(KEY)
+    assert written(kube) == [("patch status", "mnist"), ("create Event", "AllWorkersRunning")]
+    assert kube.stored[KEY]["status"]["phase"] == "Running" and KEY not in ctl._holding
+
+
+async def test_without_a_burst_pending_is_written_at_once() -> None:
+    kube = FakeKube()
+    ctl = controller(kube, job_body(), [], service=False)
+    await ctl.reconcile(KEY)
+    assert written(kube) == [("patch status", "mnist")] and kube.stored[KEY]["status"]["phase"] == "Pending"
+
+
+async def test_a_warning_ends_the_hold_at_once() -> None:
+    kube = FakeKube()
+    ctl = controller(kube, job_body(), [], service=False)
+    busy(ctl)
+    await ctl.reconcile(KEY)
+    assert written(kube) == []
+    why = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/8 nodes"}]
+    for r in range(2):
+        view = pod(make_job(), 0, r, "Pending", conditions=why)
+        ctl.idx.pods.put(KEY, view.name, view)
+    await ctl.reconcile(KEY)
+    assert ("create Event", "Unschedulable") in written(kube)
+    assert kube.stored[KEY]["status"]["conditions"] and KEY not in ctl._holding
+
+
+async def test_a_held_status_is_written_when_the_hold_runs_out() -> None:
+    kube = FakeKube()
+    ctl = controller(kube, job_body(), [], service=False)
+    busy(ctl)
+    await ctl.reconcile(KEY)
+    ctl._holding[KEY] -= ctl.config.status_hold_seconds  # as if the hold began that long ago
+    await ctl.reconcile(KEY)
+    assert written(kube) == [("patch status", "mnist")] and kube.stored[KEY]["status"]["phase"] == "Pending"
+
+
+async def test_a_pod_event_that_changes_nothing_a_pass_reads_queues_no_pass() -> None:
+    from lepton_operator.builders.trainingjob import worker_pod
+
+    ctl = controller(FakeKube(), job_body(), [])
+    raw = worker_pod(make_job(), 0, 0, 2)
+    raw["status"] = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}
+    ctl._on_pod("ADDED", raw)
+    assert len(ctl.queue._timers) == 1  # a batched pass for the new pod
+    ctl.queue.forget(KEY)
+    raw["status"]["conditions"][0]["lastProbeTime"] = "2026-12-02T10:00:00Z"  # nothing PodView holds
+    ctl._on_pod("MODIFIED", raw)
+    assert len(ctl.queue._timers) == 0 and len(ctl.queue) == 0
+    raw["spec"]["nodeName"] = "gpu-3"
+    ctl._on_pod("MODIFIED", raw)
+    assert len(ctl.queue._timers) == 1 and ctl.idx.pods.view(KEY, raw["metadata"]["name"]).node == "gpu-3"
+
+
+async def test_the_workers_dns_slice_is_created_once_and_rewritten_only_when_an_address_changes() -> None:
+    kube, job = FakeKube(), make_job()
+    pods = [pod(job, 0, r, extra={"podIP": f"198.19.1.{r + 2}"}) for r in range(2)]
+    ctl = controller(kube, job_body(), pods)
+    await ctl.reconcile(KEY)
+    created = kube.created[("EndpointSlice", "mnist-dns-0")]
+    assert [e["addresses"] for e in created["endpoints"]] == [["198.19.1.2"], ["198.19.1.3"]]
+    ctl._on_slice("ADDED", created)  # what the informer then sees
+    kube.calls.clear()
+    await ctl.reconcile(KEY)
+    assert not [c for c in kube.calls if "EndpointSlice" in c[0] or "endpointslices" in c[0]], kube.calls
+    moved = pod(job, 0, 1, extra={"podIP": "198.19.1.9"})
+    ctl.idx.pods.put(KEY, moved.name, moved)
+    await ctl.reconcile(KEY)
+    [patch] = kube.patched[("endpointslices", "mnist-dns-0")]
+    assert [e["addresses"] for e in patch["endpoints"]] == [["198.19.1.2"], ["198.19.1.9"]]

@@ -130,6 +130,12 @@ tests/e2e (the operator runs every e2e scenario with this identity).
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "create"]
+# That Service has no selector: the operator writes its EndpointSlices `<job>-dns-<n>` (the current epoch's workers
+# and their pod IPs, for DNS), list+watch (label-selected), create, merge-patch of the endpoints when they change;
+# deleted by the garbage collector via their ownerReference. Only slices it creates and labels are touched.
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch", "create", "patch"]
 # One Event per status transition (kubectl describe). Create only: every Event is new.
 - apiGroups: [""]
   resources: ["events"]

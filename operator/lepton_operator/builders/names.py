@@ -27,6 +27,12 @@ def service_name(job: str) -> str:
     return job
 
 
+def slice_name(job: str, index: int, version: int = 4) -> str:
+    """EndpointSlice `index` of the job's Service: `<job>-dns-<index>` for IPv4 addresses, `<job>-dns6-<index>`
+    for IPv6 (the suffix makes it unique per job)."""
+    return f"{job}-dns{'6' if version == 6 else ''}-{index}"
+
+
 def job_labels(job: str) -> dict[str, str]:
     return {LABEL_JOB: job, **managed_labels(TRAININGJOB_APP)}
 

@@ -1,5 +1,6 @@
-"""TrainingJob controller on the shared runtime (controller.py): informers of jobs, their pods and Services,
-and nodes; a pass observes them (plus free GPUs and rank 0's /progress), plans (reconcile/), and applies."""
+"""TrainingJob controller on the shared runtime (controller.py): informers of jobs, their pods, Services and
+EndpointSlices, and nodes; a pass observes them (plus free GPUs and rank 0's /progress), plans (reconcile/), and
+applies."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .. import metrics
 from ..api.trainingjob import TrainingJob
 from ..api.trainingjob_status import TrainingJobStatus
 from ..builders.common import TRAININGJOB_APP, managed_labels, selector
+from ..builders.trainingjob import Endpoint, slice_endpoints
 from ..builders.workload import JOB_UID_LABEL, POD_SET, SLICE_ANNOTATION, WORKLOADS, priority_class, queue_name
 from ..config import OperatorConfig
 from ..constants import (
@@ -38,6 +40,7 @@ from ..reconcile import hostpaths
 from ..reconcile.capacity import workers_that_fit
 from ..reconcile.elastic import own_gpus_if_resizable
 from ..reconcile.kueue import KueueSeen, WorkloadView
+from ..reconcile.status import progress_only
 from ..reconcile.trainingjob import Observed, Plan, plan
 from ..reconcile.views import NodeView, PodView, node_view, pod_view
 from ..timestamps import epoch_seconds
@@ -48,6 +51,7 @@ log = logging.getLogger("lepton_operator.trainingjob")
 CHILD_SELECTOR = selector(managed_labels(TRAININGJOB_APP))
 DELETED_NODE_MEMORY = 600.0  # seconds a deleted node counts as lost
 PROGRESS_POLL = 10.0  # seconds between fetches of a running job's /progress
+SLICES_API = "discovery.k8s.io/v1"
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Indexes:
     jobs: Index[Key, dict[str, Any]] = field(default_factory=Index)
     pods: Index[Key, PodView] = field(default_factory=Index)
     services: Index[Key, str] = field(default_factory=Index)
+    slices: Index[Key, tuple[str, int]] = field(default_factory=Index)  # name, hash of endpoints (reconcile/dns.py)
     nodes: Index[str, NodeView] = field(default_factory=Index)
     workloads: Index[Key, dict[str, Any]] = field(default_factory=Index)  # Kueue's, with LEPTON_KUEUE_INTEGRATION
 
@@ -72,6 +77,7 @@ class TrainingJobController(Controller):
         super().__init__(kube, self.idx.jobs, self.config.reconcile_workers, self.config.requeue_backoff_max)
         self.usage = GpuUsage(kube)
         self.gang = GangDiscovery(kube, enabled=self.config.gang_scheduling == "auto")
+        self._holding: dict[Key, float] = {}  # jobs whose Pending progress is not written yet, since when
         self._refused: dict[Key, str] = {}  # the API server's answer to the last refused create, until one succeeds
         self._progress: dict[Key, tuple[float, dict[str, Any] | None, str | None]] = {}  # time, doc, error
         self._deleted_nodes: dict[str, float] = {}
@@ -89,6 +95,9 @@ class TrainingJobController(Controller):
                 Informer(self.kube, API_VERSION, TRAININGJOB_PLURAL, self._on_job, namespace=ns),
                 Informer(self.kube, "v1", "pods", self._on_pod, namespace=ns, label_selector=CHILD_SELECTOR),
                 Informer(self.kube, "v1", "services", self._on_service, namespace=ns, label_selector=CHILD_SELECTOR),
+                Informer(
+                    self.kube, SLICES_API, "endpointslices", self._on_slice, namespace=ns, label_selector=CHILD_SELECTOR
+                ),
             ]
             if self.config.kueue_integration:
                 found.append(
@@ -111,6 +120,8 @@ class TrainingJobController(Controller):
             self.queue.add(key, urgent=True)
             return
         view = pod_view(obj)
+        if view == self.idx.pods.view(key, name):
+            return  # nothing a pass reads changed (a condition's timestamp, a status field we do not use)
         self.idx.pods.put(key, name, view)
         if view.phase == "Failed" or view.deleting:
             self.queue.add(key, urgent=True)  # failover acts at once
@@ -126,6 +137,17 @@ class TrainingJobController(Controller):
             self.queue.add(key)
         else:
             self.idx.services.put(key, name, name)
+
+    def _on_slice(self, kind: str, obj: dict[str, Any]) -> None:
+        """Our EndpointSlices, as their endpoints (the next pass rewrites one that differs from what it wants)."""
+        key, name = owner_of(obj, LABEL_JOB), obj["metadata"]["name"]
+        if not self.config.watches(key[0]):
+            return
+        if kind == "DELETED":
+            self.idx.slices.remove(key, name)
+            self.queue.add(key)
+        else:
+            self.idx.slices.put(key, name, (name, hash(published_endpoints(obj))))
 
     def _on_workload(self, kind: str, obj: dict[str, Any]) -> None:
         """A Workload of ours changed (Kueue admitted or evicted it): the job's pass acts at once."""
@@ -202,6 +224,7 @@ class TrainingJobController(Controller):
         metrics.JOBS.jobs.pop(key, None)
         self._progress.pop(key, None)
         self._refused.pop(key, None)
+        self._holding.pop(key, None)
 
     # -- nodes -------------------------------------------------------------------------------------
     def node_deleted(self, name: str) -> None:
@@ -296,6 +319,7 @@ class TrainingJobController(Controller):
         seen = Observed(
             pods,
             key in idx.services,
+            dict(idx.slices.get(key, [])),
             lost,
             capacity,
             nodes,
@@ -308,7 +332,7 @@ class TrainingJobController(Controller):
         )
         decision = plan(job, seen, now)
         refused = await self._apply(
-            key, body, decision, now, lambda why: plan(job, replace(seen, create_refused=why), now)
+            key, body, job.status, decision, now, lambda why: plan(job, replace(seen, create_refused=why), now)
         )
         self._observe(key, body, job.status, decision)
         if refused:  # reported in status and an Event; the same request would be refused again at once
@@ -328,11 +352,17 @@ class TrainingJobController(Controller):
             metrics.APPLY_TO_PODS.observe(max(0.0, time.time() - epoch_seconds(created)))
 
     async def _apply(
-        self, key: Key, body: dict[str, Any], p: Plan, now: datetime, knowing: Callable[[str | None], Plan]
+        self,
+        key: Key,
+        body: dict[str, Any],
+        before: TrainingJobStatus,
+        p: Plan,
+        now: datetime,
+        knowing: Callable[[str | None], Plan],
     ) -> str | None:
-        """Act on the children, then store the status and post the Events. When the API server refused a create
-        (or accepts them again), the status and Events come from `knowing(refusal)`: the plan that knows it.
-        Returns the refusal, if any."""
+        """Act on the children, then store the status and post the Events (unless the status is held, see
+        `_hold`). When the API server refused a create (or accepts them again), the status and Events come from
+        `knowing(refusal)`: the plan that knows it. Returns the refusal, if any."""
         self._log(key, body, p)
         if p.delete_job:
             await self.kube.delete(API_VERSION, TRAININGJOB_PLURAL, *key, propagationPolicy="Background")
@@ -345,10 +375,30 @@ class TrainingJobController(Controller):
         if (now_known := self._refused.get(key)) != known:
             told = knowing(now_known)
             p.status, p.events = told.status, told.events
+        if p.status is not None and self._hold(key, before, p):
+            return refused  # neither the status nor its Events: the pass that writes plans them again
         if p.status is not None:
             await self.write_status(key, body, p.status)
         await self.post_events(body, p.events, now)
         return refused
+
+    def _hold(self, key: Key, before: TrainingJobStatus, p: Plan) -> bool:
+        """Whether to leave this pass's status unwritten: in a burst (more jobs queued than workers) a new job's
+        Pending progress waits, up to `status_hold_seconds`, to be written together with its Running status, so
+        the job costs one status write and one Event instead of three each (bench/scale.py). Anything else
+        (warnings, failures, other phases, a spec change) ends the hold and is written at once."""
+        hold, since = self.config.status_hold_seconds, self._holding.get(key)
+        busy = len(self.queue) >= self.config.reconcile_workers
+        if hold <= 0 or not progress_only(before, p) or (since is None and not busy):
+            self._holding.pop(key, None)
+            return False
+        now = time.monotonic()
+        left = self._holding.setdefault(key, now) + hold - now
+        if left <= 0:
+            del self._holding[key]
+            return False
+        p.requeue(left)
+        return True
 
     async def _apply_workload(self, key: Key, p: Plan) -> None:
         """Create the job's Kueue Workload, or store its new status (conditional: Kueue writes it too)."""
@@ -387,6 +437,12 @@ class TrainingJobController(Controller):
         if p.delete or p.force_delete:
             self.usage.invalidate()
             self.deleted(key, [*p.delete, *p.force_delete])
+        await asyncio.gather(
+            *(
+                self.kube.patch(SLICES_API, "endpointslices", ns, name, {"endpoints": slice_endpoints(ns, endpoints)})
+                for name, endpoints in p.endpoints.items()
+            )
+        )
         todo = self.not_in_flight(key, p.create)
         if len(todo) < len(p.create):  # look again once the index must show them, or they are really gone
             p.requeue(CREATE_MEMORY)
@@ -409,6 +465,15 @@ class TrainingJobController(Controller):
         Event, no crash."""
         fields = {"phase": "Failed", "message": f"invalid spec: {errors}"[:4096]}
         await report_invalid(self.kube, TRAININGJOB_PLURAL, body, errors, now, fields)
+
+
+def published_endpoints(obj: dict[str, Any]) -> tuple[Endpoint, ...]:
+    """An EndpointSlice's endpoints as reconcile/dns.py compares them (anything malformed counts as different)."""
+    found: list[Endpoint] = []
+    for e in obj.get("endpoints") or []:
+        addresses = e.get("addresses") or [""]
+        found.append((str(e.get("hostname") or ""), str(addresses[0]), e.get("nodeName")))
+    return tuple(found)
 
 
 def _replaced_at(workload: dict[str, Any]) -> str | None:

@@ -52,6 +52,11 @@ class Index(Mapping[K, ValuesView[V]], Generic[K, V]):
     def __len__(self) -> int:
         return len(self._groups)
 
+    def view(self, key: K, name: str) -> V | None:
+        """The view of one object, or None."""
+        group = self._groups.get(key)
+        return group.get(name) if group is not None else None
+
     def put(self, key: K, name: str, view: V) -> None:
         self._groups.setdefault(key, {})[name] = view
 

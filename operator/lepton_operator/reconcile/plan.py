@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..api.trainingjob_status import TrainingJobStatus
+from ..builders.trainingjob import Endpoint
 from ..constants import GangMode
 from ..prices import DEFAULT_PRICES, PriceTable
 from .views import NodeView, PodView
@@ -22,11 +23,24 @@ class Event:
     message: str
 
 
+def aggregated(events: list[Event]) -> list[Event]:
+    """One Normal Event per pass: several transitions at once (all scheduled, then all running, seen in one
+    batched pass) become one Event with the last one's reason and every message (one request, not several, per
+    job in a burst). Warnings are each kept as they are."""
+    normal = [e for e in events if e.type == "Normal"]
+    if len(normal) < 2:
+        return events
+    merged = Event("Normal", normal[-1].reason, "; ".join(e.message for e in normal))
+    last = events.index(normal[-1])
+    return [merged if i == last else e for i, e in enumerate(events) if e.type != "Normal" or i == last]
+
+
 @dataclass
 class Plan:
     """What one reconcile pass wants done. Applying it twice is harmless."""
 
     create: list[dict[str, Any]] = field(default_factory=list)
+    endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)  # slices to rewrite (reconcile/dns.py)
     delete: list[str] = field(default_factory=list)  # pod names
     force_delete: list[str] = field(default_factory=list)  # pods on lost nodes: no kubelet will confirm
     status: TrainingJobStatus | None = None  # the whole new status, stored exactly; None when unchanged
@@ -51,6 +65,7 @@ class Observed:
 
     pods: list[PodView]
     service_exists: bool = True
+    published: Mapping[str, int] = field(default_factory=dict)  # our EndpointSlices: name -> hash of endpoints
     lost_nodes: frozenset[str] = frozenset()  # NotReady, unreachable or deleted nodes
     capacity: int | None = None  # workers of this job's shape that fit if its own pods were gone; None = unknown
     nodes: Mapping[str, NodeView] = field(default_factory=dict)  # for prices: GPU product, spot or on-demand

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..api.base import Condition
 from ..api.trainingjob import TrainingJob
+from ..api.trainingjob_status import TrainingJobStatus
 from ..builders.names import selector
 from ..constants import (
     COND_FAILED,
@@ -20,7 +21,7 @@ from ..constants import (
 from ..timestamps import rfc3339, seconds_since
 from .conditions import is_true, ready_summary, set_condition
 from .cost import COST_WRITE_INTERVAL
-from .plan import Event, Observed, Plan
+from .plan import Event, Observed, Plan, aggregated
 from .views import PodView
 
 TERMINAL = ("Succeeded", "Failed")
@@ -125,6 +126,7 @@ class JobPass:
             changed = not (last and seconds_since(last, self.now) < COST_WRITE_INTERVAL)
         if changed:
             self.plan.status = self.status
+        self.plan.events = aggregated(self.plan.events)
         if self.status.cost and self.status.cost.rate_usd_per_hour != "0.00":
             self.plan.requeue(COST_WRITE_INTERVAL)
         return self.plan
@@ -132,3 +134,19 @@ class JobPass:
 
 def _stable(status: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k not in VOLATILE}
+
+
+def progress_only(before: TrainingJobStatus, p: Plan) -> bool:
+    """The plan's status write only reports a new job's Pending progress (workers created, scheduled, ready
+    counts): no warning, no new epoch, no spec change to acknowledge, still Pending. Such a write may wait for the
+    next one (controller's status hold); the status is level-based, so the pass that writes recomputes it all."""
+    st = p.status
+    return (
+        st is not None
+        and st.phase == "Pending"
+        and before.phase in (None, "Pending")
+        and before.observed_generation in (None, st.observed_generation)
+        and p.new_epoch_reason is None
+        and not p.delete_job
+        and all(e.type == "Normal" for e in p.events)
+    )

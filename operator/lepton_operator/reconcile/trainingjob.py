@@ -13,7 +13,7 @@ from ..api.trainingjob import TrainingJob
 from ..builders.trainingjob import headless_service
 from ..constants import COND_INVALID
 from ..timestamps import rfc3339
-from . import elastic, epoch, kueue, lifecycle
+from . import dns, elastic, epoch, kueue, lifecycle
 from .budget import charge
 from .failover import backoff_seconds, handle_failures
 from .plan import Event, Observed, Plan
@@ -38,6 +38,8 @@ def plan(job: TrainingJob, seen: Observed, now: datetime) -> Plan:
     # `kubectl logs` of the worker that failed is what a person looks at first.
     p.delete([q for q in seen.pods if q.epoch != at and (q.phase not in TERMINAL or q.epoch < at - 1)])
     result = _decide(p, current)
+    if not result.delete_job:
+        dns.publish(job, seen.pods, p.status.restart_epoch or 0, seen.published, result)
     if seen.kueue is not None:
         result.workload_status = kueue.workload_status(p, current, now)
         result.growth_status = kueue.growth_status(p, now)
