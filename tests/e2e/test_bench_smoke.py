@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("crds")]
 JOBS, WORKERS = 20, 4
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(540)
 def test_scale_bench_smoke(cluster: Cluster, tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
     argv = [
@@ -29,6 +29,7 @@ def test_scale_bench_smoke(cluster: Cluster, tmp_path: Path) -> None:
         str(REPO / "bench" / "scale.py"),
         "--env-cluster",
         "--skip-training-operator",
+        "--rounds=2",  # both orders: bare client first, then our operator first
         f"--jobs={JOBS}",
         f"--workers={WORKERS}",
         "--gpus-per-worker=0",
@@ -36,7 +37,7 @@ def test_scale_bench_smoke(cluster: Cluster, tmp_path: Path) -> None:
         "--timeout=60",
         f"--out={out}",
     ]
-    run = subprocess.run(argv, cwd=REPO, text=True, capture_output=True, timeout=400)
+    run = subprocess.run(argv, cwd=REPO, text=True, capture_output=True, timeout=520)
     assert run.returncode == 0, f"bench/scale.py failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     assert "pods created / s" in run.stdout  # the table was printed
 
@@ -46,6 +47,14 @@ def test_scale_bench_smoke(cluster: Cluster, tmp_path: Path) -> None:
         assert key in result, key
     assert result["ratio_vs_training_operator"] is None  # no training-operator in the smoke run
     assert result["machine"]["cpus"] and result["load_average"]["start"]
+    rounds = result["rounds_vs_bare_client"]
+    assert [r["order"] for r in rounds] == ["bare first", "lepton first"]
+    for r in rounds:  # the same pods, from the bare client and through our jobs, on the same cluster
+        assert r["bare"]["pods_created"] == r["lepton"]["pods_created"] == JOBS * WORKERS, r
+        assert r["bare"]["cleanup_complete"] and r["ratio_vs_bare_client"] > 0, r
+    assert result["bare_client_pods_per_second"] > 0 and result["ratio_vs_bare_client"] > 0
+    by_kind = result["lepton_operator"]["api_requests_per_job_by_kind"]  # the operator's own request counter
+    assert by_kind["POST pods"] == WORKERS and by_kind["POST services"] == 1, by_kind
 
     ours = result["lepton_operator"]
     assert ours["jobs"] == JOBS and ours["pods"] == JOBS * WORKERS
