@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,6 +66,13 @@ def test_a_worker_finishing_before_its_peers_leaves_the_job_running() -> None:
     first = plan(job, running(job), True, NOW)
     later = plan(make_job(status=first.status), [pod(job, 0, 0), pod(job, 0, 1, "Succeeded")], True, NOW)
     assert later.status is not None and wire(later)["phase"] == "Running" and wire(later)["ready"] == "1/2"
+    # the kubelet reports the trainer's exit (not ready, exit code) a moment before the pod's phase Succeeded
+    exited = [replace(pod(job, 0, r), ready=False, exit_code=0) for r in range(2)]
+    for pods in ([pod(job, 0, 0), exited[1]], [exited[0], pod(job, 0, 1, "Succeeded")], exited):
+        still = plan(make_job(status=first.status), pods, True, NOW)
+        assert still.status is None or wire(still)["phase"] == "Running", pods
+    crashed = replace(pod(job, 0, 1), ready=False, exit_code=1)
+    assert wire(plan(make_job(status=first.status), [pod(job, 0, 0), crashed], True, NOW))["phase"] != "Running"
     never_ran = plan(job, [pod(job, 0, 0, "Pending"), pod(job, 0, 1, "Succeeded")], True, NOW)
     assert wire(never_ran)["phase"] == "Pending"
 

@@ -35,8 +35,9 @@ def run(p: JobPass, current: list[PodView], world: int, ignored: set[int]) -> Pl
     ready = sum(1 for q in current if q.phase == "Running" and q.ready and not q.deleting and q.rank < world)
     st.ready_replicas, st.ready = ready, ready_summary(ready, world)
     waiting = _scheduled(p, current, world)
-    # a worker that finished first (exit 0) while its peers still run keeps a running job Running
-    done = sum(1 for q in current if q.phase == "Succeeded" and not q.deleting and q.rank < world)
+    # a worker that finished first (exit 0) while its peers still run keeps a running job Running, also in the
+    # second before its kubelet reports the pod Succeeded (phase still Running, not ready, exit code 0)
+    done = sum(1 for q in current if _exited_zero(q) and not q.deleting and q.rank < world)
     if ready + len(ignored) >= world or (is_true(p.conditions, COND_RUNNING) and ready + done + len(ignored) >= world):
         _running(p, world)
     else:
@@ -46,6 +47,11 @@ def run(p: JobPass, current: list[PodView], world: int, ignored: set[int]) -> Pl
         elif not waiting and due <= 0:
             st.message = f"starting: {ready}/{world} workers running"
     return p.result()
+
+
+def _exited_zero(q: PodView) -> bool:
+    """The worker ended well: Succeeded, or its trainer terminated with exit code 0 before the pod's phase says so."""
+    return q.phase == "Succeeded" or (q.phase == "Running" and q.exit_code == 0)
 
 
 def _create_missing(p: JobPass, have: set[int], world: int) -> tuple[float, str | None]:
