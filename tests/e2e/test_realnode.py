@@ -189,7 +189,8 @@ def test_a_pod_on_an_address_the_host_knew_by_another_mac_answers_a_10s_connect(
 ) -> None:
     """host-local hands a node's addresses out again, and the host may still hold the gone pod's MAC for one (the
     demo's GET of the operator's /healthz timed out in CI so). Our bridges re-check a stale entry after 1 s
-    (network.NEIGH_TIMERS); with the kernel's defaults the connect took 15 s (SYN retries at 1, 3, 7, 15 s)."""
+    (network.NEIGH_TIMERS): 2.0 s, three times; with the kernel's defaults (5 s, 1,000 ms probes) 7.1, 11.2 and 11.3 s
+    (2026-12-03, this test with the bridge's neigh timers set back by hand)."""
     node = real_nodes[0]
     name = unique_name("reused")
     cluster.core.create_namespaced_pod(
