@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 from lepton_operator.api.trainingjob import TrainingJob
 from lepton_operator.builders.trainingjob import SLICE_CAPACITY
-from lepton_operator.handlers.trainingjob import published_endpoints
 from lepton_operator.reconcile import dns
 from lepton_operator.reconcile.plan import Observed, Plan
 from lepton_operator.reconcile.trainingjob import plan as decide
@@ -50,7 +49,7 @@ def test_a_slice_as_wanted_is_not_written_again_and_a_changed_one_is_rewritten()
     job = make_job()
     pods = [addressed(job, 0, 0), addressed(job, 0, 1)]
     first = publish(job, pods).create[0]
-    seen = {"mnist-dns-0": hash(published_endpoints(first))}
+    seen = {"mnist-dns-0": dns.fingerprint(first)}
     again = publish(job, pods, published=seen)
     assert again.create == [] and again.endpoints == {}
     moved = publish(job, [pods[0], addressed(job, 0, 1, ip="198.19.0.9")], published=seen)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from lepton_trainer import contract
 from pydantic import ValidationError
@@ -19,7 +19,7 @@ from .. import metrics
 from ..api.trainingjob import TrainingJob
 from ..api.trainingjob_status import TrainingJobStatus
 from ..builders.common import TRAININGJOB_APP, managed_labels, selector
-from ..builders.trainingjob import Endpoint, slice_endpoints
+from ..builders.trainingjob import slice_endpoints
 from ..builders.workload import JOB_UID_LABEL, POD_SET, SLICE_ANNOTATION, WORKLOADS, priority_class, queue_name
 from ..config import OperatorConfig
 from ..constants import (
@@ -36,7 +36,7 @@ from ..kube.informer import Index, Informer
 from ..kube.kueue import KueueObjects
 from ..kube.usage import GpuUsage
 from ..prices import DEFAULT_PRICES, PriceTable
-from ..reconcile import hostpaths
+from ..reconcile import dns, hostpaths
 from ..reconcile.capacity import workers_that_fit
 from ..reconcile.elastic import own_gpus_if_resizable
 from ..reconcile.kueue import KueueSeen, WorkloadView
@@ -52,6 +52,7 @@ CHILD_SELECTOR = selector(managed_labels(TRAININGJOB_APP))
 DELETED_NODE_MEMORY = 600.0  # seconds a deleted node counts as lost
 PROGRESS_POLL = 10.0  # seconds between fetches of a running job's /progress
 SLICES_API = "discovery.k8s.io/v1"
+V = TypeVar("V")
 
 
 @dataclass
@@ -129,25 +130,26 @@ class TrainingJobController(Controller):
             self.queue.add(key, self.config.status_batch_seconds)  # progress: one pass for a gang's events
 
     def _on_service(self, kind: str, obj: dict[str, Any]) -> None:
-        key, name = owner_of(obj, LABEL_JOB), obj["metadata"]["name"]
-        if not self.config.watches(key[0]):
-            return
-        if kind == "DELETED":
-            self.idx.services.remove(key, name)
-            self.queue.add(key)
-        else:
-            self.idx.services.put(key, name, name)
+        self._on_child(self.idx.services, kind, obj, lambda o: str(o["metadata"]["name"]))
 
     def _on_slice(self, kind: str, obj: dict[str, Any]) -> None:
-        """Our EndpointSlices, as their endpoints (the next pass rewrites one that differs from what it wants)."""
+        """Our EndpointSlices, as their endpoints' fingerprint (the next pass rewrites one that differs from what
+        it wants)."""
+        self._on_child(self.idx.slices, kind, obj, lambda o: (str(o["metadata"]["name"]), dns.fingerprint(o)))
+
+    def _on_child(
+        self, index: Index[Key, V], kind: str, obj: dict[str, Any], view: Callable[[dict[str, Any]], V]
+    ) -> None:
+        """A child a pass reads but whose changes it need not act on (the job's Service, its EndpointSlices):
+        indexed as `view(obj)`; a deletion queues the job's pass, which makes it again."""
         key, name = owner_of(obj, LABEL_JOB), obj["metadata"]["name"]
         if not self.config.watches(key[0]):
             return
         if kind == "DELETED":
-            self.idx.slices.remove(key, name)
+            index.remove(key, name)
             self.queue.add(key)
         else:
-            self.idx.slices.put(key, name, (name, hash(published_endpoints(obj))))
+            index.put(key, name, view(obj))
 
     def _on_workload(self, kind: str, obj: dict[str, Any]) -> None:
         """A Workload of ours changed (Kueue admitted or evicted it): the job's pass acts at once."""
@@ -465,15 +467,6 @@ class TrainingJobController(Controller):
         Event, no crash."""
         fields = {"phase": "Failed", "message": f"invalid spec: {errors}"[:4096]}
         await report_invalid(self.kube, TRAININGJOB_PLURAL, body, errors, now, fields)
-
-
-def published_endpoints(obj: dict[str, Any]) -> tuple[Endpoint, ...]:
-    """An EndpointSlice's endpoints as reconcile/dns.py compares them (anything malformed counts as different)."""
-    found: list[Endpoint] = []
-    for e in obj.get("endpoints") or []:
-        addresses = e.get("addresses") or [""]
-        found.append((str(e.get("hostname") or ""), str(addresses[0]), e.get("nodeName")))
-    return tuple(found)
 
 
 def _replaced_at(workload: dict[str, Any]) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from ..api.trainingjob import TrainingJob
 from ..builders.names import slice_name
@@ -43,6 +44,16 @@ def wanted(pods: list[PodView], epoch: int, version: int) -> list[Endpoint]:
     """The epoch's live workers with an address of this family, by name."""
     live = [q for q in pods if q.epoch == epoch and q.phase in LIVE and not q.deleting and DNS_LABEL.fullmatch(q.name)]
     return [(q.name, q.ip, q.node) for q in sorted(live, key=lambda q: q.name) if q.ip and family(q.ip) == version]
+
+
+def fingerprint(obj: dict[str, Any]) -> int:
+    """What `publish` compares a slice the informer saw by: the hash of its endpoints in the form `wanted` makes
+    them (anything malformed hashes as different, so the next pass rewrites it)."""
+    found: list[Endpoint] = []
+    for e in obj.get("endpoints") or []:
+        addresses = e.get("addresses") or [""]
+        found.append((str(e.get("hostname") or ""), str(addresses[0]), e.get("nodeName")))
+    return hash(tuple(found))
 
 
 def publish(job: TrainingJob, pods: list[PodView], epoch: int, published: Published, plan: Plan) -> None:
