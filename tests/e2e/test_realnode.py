@@ -162,16 +162,22 @@ def _connects(ip: str, port: int) -> bool:
         return False
 
 
-@pytest.mark.timeout(120)
-def test_link_down_cuts_a_node_off_and_up_restores_it(cluster: Cluster, namespace: str, real_nodes: list[str]) -> None:
-    node = real_nodes[0]
-    name = unique_name("listener")
+def _listener(cluster: Cluster, namespace: str, node: str, prefix: str) -> str:
+    """A busybox httpd pod on `node`, answering on :8080; its address."""
+    name = unique_name(prefix)
     cluster.core.create_namespaced_pod(
         namespace, busybox_pod(name, node, "exec httpd -f -p 8080 -h /tmp", restart="Always")
     )
     wait_for(lambda: phase(cluster, namespace, name) == "Running", 60, message=f"{name} Running")
-    ip = pod(cluster, namespace, name)["status"]["podIP"]
+    ip: str = pod(cluster, namespace, name)["status"]["podIP"]
     wait_for(lambda: _connects(ip, 8080), 30, message=f"{ip}:8080 answering")
+    return ip
+
+
+@pytest.mark.timeout(120)
+def test_link_down_cuts_a_node_off_and_up_restores_it(cluster: Cluster, namespace: str, real_nodes: list[str]) -> None:
+    node = real_nodes[0]
+    ip = _listener(cluster, namespace, node, "listener")
     cluster.set_real_node_link(node, False)
     try:
         # The pod is cut off (its /24 falls to the slot's unreachable route, never to the default
@@ -192,13 +198,7 @@ def test_a_pod_on_an_address_the_host_knew_by_another_mac_answers_a_10s_connect(
     (network.NEIGH_TIMERS): 2.0 s, three times; with the kernel's defaults (5 s, 1,000 ms probes) 7.1, 11.2 and 11.3 s
     (2026-12-03, this test with the bridge's neigh timers set back by hand)."""
     node = real_nodes[0]
-    name = unique_name("reused")
-    cluster.core.create_namespaced_pod(
-        namespace, busybox_pod(name, node, "exec httpd -f -p 8080 -h /tmp", restart="Always")
-    )
-    wait_for(lambda: phase(cluster, namespace, name) == "Running", 60, message=f"{name} Running")
-    ip = pod(cluster, namespace, name)["status"]["podIP"]
-    wait_for(lambda: _connects(ip, 8080), 30, message=f"{ip}:8080 answering")
+    ip = _listener(cluster, namespace, node, "reused")
     bridge = cluster.real.node(node).bridge
     network.ip("neigh", "replace", ip, "lladdr", "02:00:5e:00:00:01", "dev", bridge, "nud", "stale")  # a gone pod's
     t0 = time.monotonic()
